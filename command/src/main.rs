@@ -1,0 +1,3 @@
+//! The command service (built in its own issue).
+
+fn main() {}

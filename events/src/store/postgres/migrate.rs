@@ -1,0 +1,83 @@
+//! Runs one crate's migrations inside its own schema, safely from many
+//! processes at once. Each schema keeps its own `_sqlx_migrations` table, so
+//! the log, the accounts and the read models migrate independently.
+
+use sqlx::migrate::Migrator;
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("schema name {0:?} is not a plain lower-case identifier")]
+    BadSchemaName(String),
+    #[error("cannot reach Postgres to migrate: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrating schema {schema} failed: {source}")]
+    Migrate {
+        schema: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("preparing schema {schema} failed: {source}")]
+    Prepare {
+        schema: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Serialises schema creation across every process of every service.
+const MIGRATION_LOCK: i64 = 0x0074_6173_6b6c_6f67; // "tasklog"
+
+/// Creates `schema` if needed and applies `migrator` inside it.
+///
+/// # Errors
+/// When Postgres cannot be reached or a migration fails.
+pub async fn migrate_schema(
+    pool: &PgPool,
+    schema: &str,
+    migrator: &Migrator,
+) -> Result<(), MigrateError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(MigrateError::BadSchemaName(schema.to_owned()));
+    }
+    let prepare = |source| MigrateError::Prepare {
+        schema: schema.to_owned(),
+        source,
+    };
+    // A connection of its own: the search_path set below must not leak into the pool.
+    let mut conn = pool
+        .connect_options()
+        .connect()
+        .await
+        .map_err(MigrateError::Connect)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .await
+        .map_err(prepare)?;
+    // The name was checked above to be a plain identifier; it comes from code.
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut conn)
+        .await
+        .map_err(prepare)?;
+    sqlx::query(&format!("SET search_path TO {schema}, public"))
+        .execute(&mut conn)
+        .await
+        .map_err(prepare)?;
+    let result = migrator
+        .run(&mut conn)
+        .await
+        .map_err(|source| MigrateError::Migrate {
+            schema: schema.to_owned(),
+            source,
+        });
+    // Closing the session releases the advisory lock even if unlocking fails.
+    let _ = conn.close().await;
+    result
+}

@@ -1,0 +1,256 @@
+//! The Postgres event log: the embedded default, one table in schema `eventlog`.
+
+mod migrate;
+mod subscription;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+pub use migrate::{MigrateError, migrate_schema};
+
+use super::{
+    AppendOutcome, EventBatches, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The channel appends notify (in their own transaction) to wake subscribers.
+pub const NOTIFY_CHANNEL: &str = "tasklog_events";
+
+/// How often a subscriber polls even without a notification, so a lost one only
+/// delays.
+const DEFAULT_POLL: Duration = Duration::from_millis(500);
+
+/// Appends that lose a race on a version retry this often before giving up.
+const RACE_RETRIES: usize = 5;
+
+#[derive(Clone)]
+pub struct PgEventStore {
+    pool: PgPool,
+    poll_interval: Duration,
+}
+
+impl PgEventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            poll_interval: DEFAULT_POLL,
+        }
+    }
+
+    /// Sets how often subscribers poll without a notification.
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates or upgrades the log's schema; safe when many instances start at once.
+    ///
+    /// # Errors
+    /// When Postgres is unreachable or a migration fails.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        migrate_schema(&self.pool, "eventlog", &MIGRATOR).await
+    }
+
+    async fn append_once(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendRow, sqlx::Error> {
+        let expected = match expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(-1_i64),
+            ExpectedVersion::Exact(v) => Some(to_i64(v)),
+        };
+        let mut ids = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut schemas = Vec::with_capacity(events.len());
+        let mut data = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for e in events {
+            ids.push(e.event_id);
+            types.push(e.event_type.as_str());
+            schemas.push(e.schema_version);
+            data.push(&e.data);
+            metadata.push(serde_json::to_value(&e.metadata).unwrap_or_default());
+        }
+        sqlx::query_as::<_, AppendRow>(
+            "SELECT outcome, stream_version, commit_position, prepare_position \
+             FROM eventlog.append($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(stream_id)
+        .bind(expected)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schemas)
+        .bind(&data)
+        .bind(&metadata)
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AppendRow {
+    outcome: String,
+    stream_version: Option<i64>,
+    commit_position: Option<i64>,
+    prepare_position: Option<i64>,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative position or version {v}")))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+const EVENT_COLUMNS: &str = "tx_id::text::bigint AS commit_position, position, stream_id, version, \
+     event_id, event_type, schema_version, data, metadata, recorded_at";
+
+fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let metadata: serde_json::Value = row.try_get("metadata").map_err(get)?;
+    Ok(RecordedEvent {
+        position: Position::new(
+            to_u64(row.try_get("commit_position").map_err(get)?)?,
+            to_u64(row.try_get("position").map_err(get)?)?,
+        ),
+        stream_id: row.try_get("stream_id").map_err(get)?,
+        version: to_u64(row.try_get("version").map_err(get)?)?,
+        event_id: row.try_get::<Uuid, _>("event_id").map_err(get)?,
+        event_type: row.try_get("event_type").map_err(get)?,
+        schema_version: row.try_get("schema_version").map_err(get)?,
+        data: row.try_get("data").map_err(get)?,
+        metadata: serde_json::from_value::<Metadata>(metadata)
+            .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+        recorded_at: row
+            .try_get::<DateTime<Utc>, _>("recorded_at")
+            .map_err(get)?,
+    })
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    #[tracing::instrument(skip(self, events), fields(events = events.len()))]
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let mut attempt = 0;
+        let row = loop {
+            match self.append_once(stream_id, expected, &events).await {
+                Ok(row) => break row,
+                // Another appender took the same version or event id first; now
+                // that it has committed, running again gives the exact outcome.
+                Err(e) if is_unique_violation(&e) && attempt < RACE_RETRIES => attempt += 1,
+                Err(e) => return Err(StoreError::unavailable(e)),
+            }
+        };
+        let stream_version = row.stream_version.map(to_u64).transpose()?;
+        match row.outcome.as_str() {
+            "appended" | "duplicate" => {
+                let (Some(version), Some(commit), Some(prepare)) =
+                    (stream_version, row.commit_position, row.prepare_position)
+                else {
+                    return Err(StoreError::Corrupt("append returned no position".into()));
+                };
+                Ok(AppendOutcome {
+                    version,
+                    position: Position::new(to_u64(commit)?, to_u64(prepare)?),
+                    duplicate: row.outcome == "duplicate",
+                })
+            }
+            "conflict" => Err(StoreError::Conflict {
+                expected,
+                actual: stream_version,
+            }),
+            "id_mismatch" => Err(StoreError::IdempotencyMismatch),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown append outcome {other}"
+            ))),
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM eventlog.events \
+             WHERE stream_id = $1 AND version >= $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3) \
+             ORDER BY version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(to_i64(from_version))
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::unavailable)?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        subscription::read_committed(&self.pool, after.unwrap_or(Position::START), max)
+            .await
+            .map(|page| page.events)
+    }
+
+    fn subscribe_all(&self, after: Option<Position>) -> EventBatches {
+        subscription::subscribe(
+            self.pool.clone(),
+            after.unwrap_or(Position::START),
+            self.poll_interval,
+        )
+    }
+
+    async fn head(&self) -> Result<Option<Position>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT tx_id::text::bigint, position FROM eventlog.events \
+             ORDER BY tx_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::unavailable)?;
+        row.map(|(c, p)| Ok(Position::new(to_u64(c)?, to_u64(p)?)))
+            .transpose()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::unavailable)
+    }
+}

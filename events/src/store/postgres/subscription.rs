@@ -1,0 +1,176 @@
+//! Reading the whole log in order without gaps, and tailing it live.
+//!
+//! Rows are read in `(tx_id, position)` order and only from transactions older
+//! than the oldest one still running (`pg_snapshot_xmin`). Every transaction
+//! below that horizon has finished, so nothing can later appear behind a
+//! reader's checkpoint; a naive `position > checkpoint` reader loses events
+//! whose identity value was taken before, but committed after, a later one.
+
+use std::time::Duration;
+
+use futures::stream;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use super::{EVENT_COLUMNS, NOTIFY_CHANNEL, recorded_event, to_i64};
+use crate::store::{EventBatches, Position, RecordedEvent, StoreError};
+
+pub(super) struct Page {
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Reads up to `max` events after `after` (more if needed to finish the last
+/// transaction, so a batch never ends inside one commit).
+pub(super) async fn read_committed(
+    pool: &PgPool,
+    after: Position,
+    max: usize,
+) -> Result<Page, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM eventlog.events \
+         WHERE (tx_id, position) > ($1::bigint::text::xid8, $2) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id, position LIMIT $3"
+    );
+    let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+    let rows = sqlx::query(&sql)
+        .bind(to_i64(after.commit))
+        .bind(to_i64(after.prepare))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::unavailable)?;
+    let mut events = rows
+        .iter()
+        .map(recorded_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.len() == max {
+        if let Some(last) = events.last().map(|e| e.position) {
+            // The whole of this transaction is visible (it is below the horizon);
+            // take its remaining events too.
+            let rest_sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM eventlog.events \
+                 WHERE tx_id = $1::bigint::text::xid8 AND position > $2 ORDER BY position"
+            );
+            let rows = sqlx::query(&rest_sql)
+                .bind(to_i64(last.commit))
+                .bind(to_i64(last.prepare))
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::unavailable)?;
+            for row in &rows {
+                events.push(recorded_event(row)?);
+            }
+        }
+    }
+    Ok(Page { events })
+}
+
+/// True when committed events lie beyond `after` but are held back by an older
+/// transaction still running: worth looking again soon rather than at the next poll.
+async fn held_back(pool: &PgPool, after: Position) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM eventlog.events \
+         WHERE (tx_id, position) > ($1::bigint::text::xid8, $2))",
+    )
+    .bind(to_i64(after.commit))
+    .bind(to_i64(after.prepare))
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
+}
+
+const BATCH: usize = 1000;
+const FIRST_RETRY: Duration = Duration::from_millis(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct Tail {
+    pool: PgPool,
+    after: Position,
+    poll: Duration,
+    listener: Option<PgListener>,
+    backoff: Duration,
+}
+
+impl Tail {
+    async fn listen(&mut self) {
+        if self.listener.is_some() {
+            return;
+        }
+        match PgListener::connect_with(&self.pool).await {
+            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+                Ok(()) => self.listener = Some(listener),
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling only"),
+            },
+            Err(e) => tracing::warn!(error = %e, "no listener connection; polling only"),
+        }
+    }
+
+    /// Sleeps until a notification arrives or `timeout` passes.
+    async fn wait(&mut self, timeout: Duration) {
+        let Some(listener) = self.listener.as_mut() else {
+            tokio::time::sleep(timeout).await;
+            return;
+        };
+        tokio::select! {
+            received = listener.recv() => {
+                if received.is_err() {
+                    // Reconnect on the next round; polling covers the gap.
+                    self.listener = None;
+                    return;
+                }
+                // One read serves every notification already queued.
+                while listener.next_buffered().is_some() {}
+            }
+            () = tokio::time::sleep(timeout) => {}
+        }
+    }
+
+    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut quick = FIRST_RETRY;
+        loop {
+            self.listen().await;
+            match read_committed(&self.pool, self.after, BATCH).await {
+                Ok(page) if !page.events.is_empty() => {
+                    self.backoff = FIRST_RETRY;
+                    if let Some(last) = page.events.last() {
+                        self.after = last.position;
+                    }
+                    return Ok(page.events);
+                }
+                Ok(_) => {
+                    self.backoff = FIRST_RETRY;
+                    if held_back(&self.pool, self.after).await {
+                        tokio::time::sleep(quick).await;
+                        quick = (quick * 2).min(self.poll);
+                    } else {
+                        quick = FIRST_RETRY;
+                        let poll = self.poll;
+                        self.wait(poll).await;
+                    }
+                }
+                Err(e) => {
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2)
+                        .min(MAX_BACKOFF)
+                        .max(Duration::from_millis(50));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn subscribe(pool: PgPool, after: Position, poll: Duration) -> EventBatches {
+    let tail = Tail {
+        pool,
+        after,
+        poll,
+        listener: None,
+        backoff: FIRST_RETRY,
+    };
+    Box::pin(stream::unfold(tail, |mut tail| async move {
+        let batch = tail.next_batch().await;
+        Some((batch, tail))
+    }))
+}

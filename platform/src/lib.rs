@@ -1,0 +1,4 @@
+//! What every Tasklog service shares.
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,3 @@
+//! The projector service (built in its own issue).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The query service (built in its own issue).
+
+fn main() {}
