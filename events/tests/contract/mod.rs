@@ -229,13 +229,14 @@ pub async fn re_appending_stored_ids_returns_the_first_result_and_writes_nothing
         (again.version, again.position),
         (first.version, first.position)
     );
-    // Also when others have appended since.
+    // Also when others have appended since: the retry still carries the
+    // expected version of the first attempt.
     store
         .append(&s, ExpectedVersion::Any, vec![event(3)])
         .await
         .unwrap();
     let late = store
-        .append(&s, ExpectedVersion::Exact(2), batch)
+        .append(&s, ExpectedVersion::NoStream, batch)
         .await
         .unwrap();
     assert_eq!(
