@@ -1,0 +1,51 @@
+//! The Postgres pool every service uses, and start-up that waits for its
+//! dependencies instead of crashing while they come up.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::{ConfigError, DatabaseSettings};
+
+/// A lazily connecting pool: the service starts (and reports not-ready) while
+/// Postgres is down, and requests fail fast with 503 instead of queueing.
+///
+/// # Errors
+/// When `DATABASE_URL` does not parse.
+pub fn pool(settings: &DatabaseSettings, application: &str) -> Result<PgPool, ConfigError> {
+    let options: PgConnectOptions = settings
+        .url
+        .parse()
+        .map_err(|e: sqlx::Error| ConfigError::new("DATABASE_URL", e.to_string()))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options.application_name(application)))
+}
+
+/// Retries `op` with capped exponential backoff until it succeeds, logging
+/// each failure; for start-up steps such as migrations.
+///
+/// # Errors
+/// Never on its own; it returns only on success.
+pub async fn retry_until_ok<T, E, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

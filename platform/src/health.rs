@@ -1,0 +1,106 @@
+//! `/health/live` and `/health/ready`. Readiness runs every dependency check
+//! at once, bounded, and turns 503 as soon as shutdown begins so load
+//! balancers stop sending before the listener closes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value, json};
+
+type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: Vec<(&'static str, CheckFn)>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a named dependency check; an `Err` carries the reason.
+    #[must_use]
+    pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    /// Marks the service as shutting down: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let health = self.clone();
+        Router::new()
+            .route(
+                "/health/live",
+                get(|| async { Json(json!({"status": "live"})) }),
+            )
+            .route(
+                "/health/ready",
+                get(move || {
+                    let health = health.clone();
+                    async move { health.ready().await }
+                }),
+            )
+    }
+
+    async fn ready(&self) -> Response {
+        let results = futures_util::future::join_all(self.checks.iter().map(|(name, f)| {
+            let f = f.clone();
+            async move {
+                let outcome = match tokio::time::timeout(CHECK_TIMEOUT, f()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                };
+                (*name, outcome)
+            }
+        }))
+        .await;
+        let mut checks = Map::new();
+        let mut ok = !self.is_draining();
+        for (name, outcome) in results {
+            let text = match outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(reason) => {
+                    ok = false;
+                    format!("down: {reason}")
+                }
+            };
+            checks.insert(name.to_owned(), Value::String(text));
+        }
+        let status = if self.is_draining() {
+            "draining"
+        } else if ok {
+            "ready"
+        } else {
+            "unavailable"
+        };
+        let code = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, Json(json!({"status": status, "checks": checks}))).into_response()
+    }
+}
