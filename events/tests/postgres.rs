@@ -8,8 +8,10 @@ mod contract;
 use std::sync::Arc;
 
 use contract::{Harness, event, stream};
-use tasklog_events::store::postgres::PgEventStore;
-use tasklog_events::{EventStore, ExpectedVersion, Position};
+use std::collections::HashSet;
+
+use tasklog_events::store::postgres::{GroupCommitSettings, PgEventStore};
+use tasklog_events::{EventStore, ExpectedVersion, Position, StoreError};
 use tasklog_platform::testing::TestDb;
 
 async fn postgres() -> Option<Harness> {
@@ -159,4 +161,162 @@ async fn migrating_twice_and_concurrently_is_harmless() {
     }
     assert!(store.head().await.unwrap().is_none());
     assert_eq!(Position::START, Position::new(0, 0));
+}
+
+// Group commit: appends share transactions, yet each keeps its own check and
+// result, and every append gets its own position.
+
+async fn store_with_workers(workers: usize) -> (TestDb, PgEventStore) {
+    let db = TestDb::new().await.expect("test database");
+    let store = PgEventStore::new(db.pool().clone()).with_group_commit(GroupCommitSettings {
+        workers,
+        max_batch: 128,
+    });
+    store.migrate().await.expect("migrate the event log");
+    (db, store)
+}
+
+#[tokio::test]
+async fn in_one_batch_a_conflicting_append_fails_alone() {
+    let (_db, store) = store_with_workers(1).await;
+    let existing = stream();
+    store
+        .append(&existing, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let (a, b) = (stream(), stream());
+    let e = |n| {
+        let e = event(n);
+        (
+            e.event_id,
+            serde_json::to_value(e.metadata).unwrap(),
+            e.data,
+        )
+    };
+    let (e1, e2, e3) = (e(1), e(2), e(3));
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT outcome, stream_version FROM eventlog.append_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(vec![a.clone(), existing.clone(), b.clone()])
+    .bind(vec![Some(-1_i64), Some(-1), None])
+    .bind(vec![1_i32, 1, 1])
+    .bind(vec![e1.0, e2.0, e3.0])
+    .bind(vec!["TaskTitleChanged"; 3])
+    .bind(vec![1_i16; 3])
+    .bind(vec![e1.2, e2.2, e3.2])
+    .bind(vec![e1.1, e2.1, e3.1])
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("appended".to_owned(), Some(0)),
+            ("conflict".to_owned(), Some(0)),
+            ("appended".to_owned(), Some(0)),
+        ]
+    );
+    assert_eq!(store.read_stream(&a, 0, None).await.unwrap().len(), 1);
+    assert_eq!(store.read_stream(&b, 0, None).await.unwrap().len(), 1);
+    assert_eq!(
+        store.read_stream(&existing, 0, None).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_transactions_but_each_gets_its_own_position() {
+    let (_db, store) = store_with_workers(2).await;
+    let conflicting = stream();
+    store
+        .append(&conflicting, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let results = futures::future::join_all((0..64_u64).map(|i| {
+        let store = &store;
+        let conflicting = &conflicting;
+        async move {
+            if i % 8 == 0 {
+                // Deliberately stale: must fail alone.
+                store
+                    .append(conflicting, ExpectedVersion::Exact(99), vec![event(i)])
+                    .await
+            } else {
+                store
+                    .append(
+                        &stream(),
+                        ExpectedVersion::NoStream,
+                        vec![event(i), event(i)],
+                    )
+                    .await
+            }
+        }
+    }))
+    .await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let conflicts = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(StoreError::Conflict {
+                    actual: Some(0),
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!((ok.len(), conflicts), (56, 8));
+
+    let positions: HashSet<u64> = ok.iter().map(|o| o.position.commit).collect();
+    assert_eq!(
+        positions.len(),
+        ok.len(),
+        "two appends got the same position"
+    );
+    let transactions: HashSet<u64> = ok.iter().map(|o| o.position.commit >> 16).collect();
+    assert!(
+        transactions.len() < ok.len(),
+        "no two appends shared a transaction: group commit did not happen"
+    );
+
+    // Along the log, each append's last event carries the position its ack said.
+    let log = store.read_all(None, 10_000).await.unwrap();
+    let acked: HashSet<_> = ok.iter().map(|o| o.position).collect();
+    let in_log: HashSet<_> = log.iter().map(|e| e.position).collect();
+    assert!(acked.is_subset(&in_log));
+    assert!(log.windows(2).all(|w| w[0].position < w[1].position));
+}
+
+#[tokio::test]
+async fn two_instances_racing_on_one_stream_let_exactly_one_win() {
+    let (db, first) = store_with_workers(4).await;
+    let second = PgEventStore::new(db.pool().clone());
+    let s = stream();
+    first
+        .append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    for round in 0..10_u64 {
+        let attempts = (0..8).map(|i| {
+            let store = if i % 2 == 0 { &first } else { &second };
+            let s = &s;
+            async move {
+                store
+                    .append(s, ExpectedVersion::Exact(round), vec![event(i)])
+                    .await
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {results:?}");
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(StoreError::Conflict { .. }))),
+            "{results:?}"
+        );
+    }
+    assert_eq!(first.read_stream(&s, 0, None).await.unwrap().len(), 11);
 }

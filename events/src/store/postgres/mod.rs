@@ -1,8 +1,10 @@
 //! The Postgres event log: the embedded default, one table in schema `eventlog`.
 
+mod group_commit;
 mod migrate;
 mod subscription;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +14,10 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+pub use group_commit::GroupCommitSettings;
 pub use migrate::{MigrateError, migrate_schema};
+
+use group_commit::GroupCommit;
 
 use super::{
     AppendOutcome, EventBatches, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
@@ -28,13 +33,12 @@ pub const NOTIFY_CHANNEL: &str = "tasklog_events";
 /// delays.
 const DEFAULT_POLL: Duration = Duration::from_millis(500);
 
-/// Appends that lose a race on a version retry this often before giving up.
-const RACE_RETRIES: usize = 5;
-
 #[derive(Clone)]
 pub struct PgEventStore {
     pool: PgPool,
     poll_interval: Duration,
+    group_commit: GroupCommitSettings,
+    committer: Arc<OnceLock<GroupCommit>>,
 }
 
 impl PgEventStore {
@@ -42,7 +46,21 @@ impl PgEventStore {
         Self {
             pool,
             poll_interval: DEFAULT_POLL,
+            group_commit: GroupCommitSettings::default(),
+            committer: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Sets how many transactions append at once and how many appends one may carry.
+    pub fn with_group_commit(mut self, settings: GroupCommitSettings) -> Self {
+        self.group_commit = settings;
+        self
+    }
+
+    /// The workers start with the first append, on the runtime that makes it.
+    fn committer(&self) -> &GroupCommit {
+        self.committer
+            .get_or_init(|| GroupCommit::start(self.pool.clone(), self.group_commit))
     }
 
     /// Sets how often subscribers poll without a notification.
@@ -62,44 +80,6 @@ impl PgEventStore {
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         migrate_schema(&self.pool, "eventlog", &MIGRATOR).await
     }
-
-    async fn append_once(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendRow, sqlx::Error> {
-        let expected = match expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(-1_i64),
-            ExpectedVersion::Exact(v) => Some(to_i64(v)),
-        };
-        let mut ids = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut schemas = Vec::with_capacity(events.len());
-        let mut data = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for e in events {
-            ids.push(e.event_id);
-            types.push(e.event_type.as_str());
-            schemas.push(e.schema_version);
-            data.push(&e.data);
-            metadata.push(serde_json::to_value(&e.metadata).unwrap_or_default());
-        }
-        sqlx::query_as::<_, AppendRow>(
-            "SELECT outcome, stream_version, commit_position, prepare_position \
-             FROM eventlog.append($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(stream_id)
-        .bind(expected)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&schemas)
-        .bind(&data)
-        .bind(&metadata)
-        .fetch_one(&self.pool)
-        .await
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -108,6 +88,33 @@ struct AppendRow {
     stream_version: Option<i64>,
     commit_position: Option<i64>,
     prepare_position: Option<i64>,
+}
+
+/// Turns the append function's row into the trait's result.
+fn outcome_of(row: AppendRow, expected: ExpectedVersion) -> Result<AppendOutcome, StoreError> {
+    let stream_version = row.stream_version.map(to_u64).transpose()?;
+    match row.outcome.as_str() {
+        "appended" | "duplicate" => {
+            let (Some(version), Some(commit), Some(prepare)) =
+                (stream_version, row.commit_position, row.prepare_position)
+            else {
+                return Err(StoreError::Corrupt("append returned no position".into()));
+            };
+            Ok(AppendOutcome {
+                version,
+                position: Position::new(to_u64(commit)?, to_u64(prepare)?),
+                duplicate: row.outcome == "duplicate",
+            })
+        }
+        "conflict" => Err(StoreError::Conflict {
+            expected,
+            actual: stream_version,
+        }),
+        "id_mismatch" => Err(StoreError::IdempotencyMismatch),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown append outcome {other}"
+        ))),
+    }
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -122,7 +129,9 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-const EVENT_COLUMNS: &str = "tx_id::text::bigint AS commit_position, position, stream_id, version, \
+/// The commit position a client sees: the appending transaction, then the
+/// append's place in it (see migration 0002).
+const EVENT_COLUMNS: &str = "(tx_id::text::bigint << 16) | append_seq AS commit_position, position, stream_id, version, \
      event_id, event_type, schema_version, data, metadata, recorded_at";
 
 fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -159,39 +168,7 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return Err(StoreError::EmptyAppend);
         }
-        let mut attempt = 0;
-        let row = loop {
-            match self.append_once(stream_id, expected, &events).await {
-                Ok(row) => break row,
-                // Another appender took the same version or event id first; now
-                // that it has committed, running again gives the exact outcome.
-                Err(e) if is_unique_violation(&e) && attempt < RACE_RETRIES => attempt += 1,
-                Err(e) => return Err(StoreError::unavailable(e)),
-            }
-        };
-        let stream_version = row.stream_version.map(to_u64).transpose()?;
-        match row.outcome.as_str() {
-            "appended" | "duplicate" => {
-                let (Some(version), Some(commit), Some(prepare)) =
-                    (stream_version, row.commit_position, row.prepare_position)
-                else {
-                    return Err(StoreError::Corrupt("append returned no position".into()));
-                };
-                Ok(AppendOutcome {
-                    version,
-                    position: Position::new(to_u64(commit)?, to_u64(prepare)?),
-                    duplicate: row.outcome == "duplicate",
-                })
-            }
-            "conflict" => Err(StoreError::Conflict {
-                expected,
-                actual: stream_version,
-            }),
-            "id_mismatch" => Err(StoreError::IdempotencyMismatch),
-            other => Err(StoreError::Corrupt(format!(
-                "unknown append outcome {other}"
-            ))),
-        }
+        self.committer().submit(stream_id, expected, events).await
     }
 
     #[tracing::instrument(skip(self))]
@@ -236,7 +213,7 @@ impl EventStore for PgEventStore {
 
     async fn head(&self) -> Result<Option<Position>, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT tx_id::text::bigint, position FROM eventlog.events \
+            "SELECT (tx_id::text::bigint << 16) | append_seq, position FROM eventlog.events \
              ORDER BY tx_id DESC, position DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)

@@ -28,7 +28,7 @@ pub(super) async fn read_committed(
 ) -> Result<Page, StoreError> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM eventlog.events \
-         WHERE (tx_id, position) > ($1::bigint::text::xid8, $2) \
+         WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2) \
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY tx_id, position LIMIT $3"
     );
@@ -50,7 +50,7 @@ pub(super) async fn read_committed(
             // take its remaining events too.
             let rest_sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM eventlog.events \
-                 WHERE tx_id = $1::bigint::text::xid8 AND position > $2 ORDER BY position"
+                 WHERE tx_id = ($1::bigint >> 16)::text::xid8 AND position > $2 ORDER BY position"
             );
             let rows = sqlx::query(&rest_sql)
                 .bind(to_i64(last.commit))
@@ -71,7 +71,7 @@ pub(super) async fn read_committed(
 async fn held_back(pool: &PgPool, after: Position) -> bool {
     sqlx::query_scalar::<_, bool>(
         "SELECT EXISTS (SELECT 1 FROM eventlog.events \
-         WHERE (tx_id, position) > ($1::bigint::text::xid8, $2))",
+         WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2))",
     )
     .bind(to_i64(after.commit))
     .bind(to_i64(after.prepare))
