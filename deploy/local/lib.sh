@@ -2,6 +2,9 @@
 # available on 127.0.0.1 from Debian/Ubuntu packages. Installs what is missing,
 # starts what is stopped, and uses what already runs. Sourced, not run.
 
+STARTED_POSTGRES=""
+STARTED_REDIS=""
+
 PG_HOST=127.0.0.1
 PG_PORT=5432
 REDIS_HOST=127.0.0.1
@@ -43,6 +46,7 @@ ensure_postgres() {
         ver=$(pg_version)
         [ -n "$ver" ] || die "PostgreSQL is installed but has no cluster under /etc/postgresql"
         say "starting PostgreSQL $ver"
+        STARTED_POSTGRES=1
         if has_systemd; then
             as_root systemctl start "postgresql@$ver-main" || as_root systemctl start postgresql
         else
@@ -86,6 +90,7 @@ ensure_redis() {
     fi
     command -v redis-server >/dev/null || install_packages redis-server
     say "starting Redis"
+    STARTED_REDIS=1
     if has_systemd; then
         as_root systemctl start redis-server
     else
@@ -95,6 +100,26 @@ ensure_redis() {
     fi
     for _ in $(seq 1 40); do redis_up && break; sleep 0.25; done
     redis_up || die "Redis did not come up on $REDIS_HOST:$REDIS_PORT"
+}
+
+ensure_nginx() {
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || install_packages nginx
+}
+
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+stop_postgres() {
+    local ver
+    ver=$(pg_version)
+    say "stopping PostgreSQL $ver (this script started it)"
+    if has_systemd; then as_root systemctl stop "postgresql@$ver-main" || as_root systemctl stop postgresql;
+    else as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main stop; fi
+}
+
+stop_redis() {
+    say "stopping Redis (this script started it)"
+    if has_systemd; then as_root systemctl stop redis-server;
+    else redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; fi
 }
 
 ensure_cargo() {
