@@ -6,10 +6,15 @@
 //! interruption appends the same groups with the same ids and expected
 //! versions, which the target answers as retries: nothing is written twice.
 
+use std::time::Duration;
+
 use super::{EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError};
 
 /// How many events one read of the source asks for.
 const PAGE: usize = 500;
+/// How long to wait when the source holds back committed events (Postgres
+/// shows a commit only once every older transaction has ended).
+const HELD_BACK: Duration = Duration::from_millis(50);
 
 /// Where a copy stands, reported after every append.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,7 +45,9 @@ pub enum CopyError {
     },
 }
 
-/// Copies every event of `from` after `after` (all when `None`) into `to`.
+/// Copies every event of `from` after `after` (all when `None`) into `to`, at
+/// least up to `from`'s head when the copy starts (and whatever follows while
+/// it runs).
 ///
 /// # Errors
 /// When either log fails, or `to` holds other events in the same places.
@@ -54,12 +61,19 @@ pub async fn copy_log(
         position: after,
         ..CopyProgress::default()
     };
+    // An empty page is not the end while the head is ahead: its last events
+    // may still be held back.
+    let head = from.head().await.map_err(CopyError::Source)?;
     loop {
         let page = from
             .read_all(done.position, PAGE)
             .await
             .map_err(CopyError::Source)?;
         if page.is_empty() {
+            if head > done.position {
+                tokio::time::sleep(HELD_BACK).await;
+                continue;
+            }
             return Ok(done);
         }
         // `read_all` never splits a commit, so groups are the same on every run.
