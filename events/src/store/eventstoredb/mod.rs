@@ -52,7 +52,12 @@ impl EsdbEventStore {
         let settings: ClientSettings = url
             .parse()
             .map_err(|e: kurrentdb::ClientSettingsParseError| ConnectError::Url(e.to_string()))?;
-        let client = Client::new(settings).map_err(|e| ConnectError::Client(e.to_string()))?;
+        // The client spawns its connection task on this runtime; outside one,
+        // say so instead of panicking.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| ConnectError::Client(format!("needs a tokio runtime: {e}")))?;
+        let client = Client::with_runtime_handle(runtime, settings)
+            .map_err(|e| ConnectError::Client(e.to_string()))?;
         Ok(Self { client })
     }
 

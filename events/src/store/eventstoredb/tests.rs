@@ -63,3 +63,9 @@ async fn a_subscription_reports_the_outage_and_keeps_retrying() {
         );
     }
 }
+
+#[test]
+fn connecting_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = EsdbEventStore::connect(NOBODY).err().unwrap();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
