@@ -6,6 +6,7 @@
 //! a checkpoint on any event is a commit boundary.
 
 mod mapping;
+mod read;
 mod subscription;
 
 use std::time::Duration;
@@ -18,7 +19,7 @@ use kurrentdb::{
 };
 use uuid::Uuid;
 
-use self::mapping::{Known, STREAM_PREFIX, classify, recorded_event, store_error};
+use self::mapping::{Known, STREAM_PREFIX, classify, store_error};
 use super::{
     AppendOutcome, EventBatches, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
     StoreError,
@@ -64,86 +65,6 @@ impl EsdbEventStore {
     fn task_streams() -> SubscriptionFilter {
         SubscriptionFilter::on_stream_name().add_prefix(STREAM_PREFIX)
     }
-
-    /// Reads events of one stream; a stream that does not exist reads as empty.
-    async fn read(
-        &self,
-        stream_id: &str,
-        options: &ReadStreamOptions,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let any = ExpectedVersion::Any;
-        let mut read = match self.client.read_stream(stream_id, options).await {
-            Ok(read) => read,
-            Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
-            Err(e) => return Err(store_error(e, any)),
-        };
-        let mut events = Vec::new();
-        loop {
-            match read.next().await {
-                Ok(Some(resolved)) => {
-                    if let Some(e) = resolved.event.as_ref() {
-                        events.push(recorded_event(e)?);
-                    }
-                }
-                Ok(None) => return Ok(events),
-                Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
-                Err(e) => return Err(store_error(e, any)),
-            }
-        }
-    }
-
-    /// The stored events where a retry of an append of `count` events at
-    /// `expected` would have landed: the versions right after `expected`, or
-    /// the stream's last `count` events for `Any`.
-    async fn retry_window(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        count: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = match expected {
-            ExpectedVersion::Any => StreamPosition::End,
-            ExpectedVersion::NoStream => StreamPosition::Start,
-            ExpectedVersion::Exact(v) => StreamPosition::Position(v.saturating_add(1)),
-        };
-        let options = ReadStreamOptions::default().position(from).max_count(count);
-        self.read(stream_id, &options).await
-    }
-
-    async fn read_all_page(
-        &self,
-        from: Option<Position>,
-        count: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let start = match from {
-            Some(p) if p != Position::START => StreamPosition::Position(mapping::from_position(p)),
-            _ => StreamPosition::Start,
-        };
-        let options = ReadAllOptions::default()
-            .position(start)
-            .filter(Self::task_streams())
-            .max_count(count);
-        self.read_all_with(&options).await
-    }
-
-    async fn read_all_with(
-        &self,
-        options: &ReadAllOptions,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let any = ExpectedVersion::Any;
-        let mut read = self
-            .client
-            .read_all(options)
-            .await
-            .map_err(|e| store_error(e, any))?;
-        let mut events = Vec::new();
-        while let Some(resolved) = read.next().await.map_err(|e| store_error(e, any))? {
-            if let Some(e) = resolved.event.as_ref() {
-                events.push(recorded_event(e)?);
-            }
-        }
-        Ok(events)
-    }
 }
 
 #[async_trait]
@@ -188,6 +109,11 @@ impl EventStore for EsdbEventStore {
                 let window = self.retry_window(stream_id, expected, ids.len()).await?;
                 match retry_outcome(classify(&window, &ids))? {
                     Some(outcome) => Ok(outcome),
+                    // `Any` never conflicts: the server says this when some of
+                    // the ids are stored and others are not.
+                    None if expected == ExpectedVersion::Any => {
+                        Err(StoreError::IdempotencyMismatch)
+                    }
                     None => Err(store_error(e, expected)),
                 }
             }
