@@ -3,6 +3,10 @@
 //! A store holds named streams of events (`task-<uuid>`), each versioned from 0,
 //! and one global order over all of them (the log) that subscribers tail.
 
+pub mod copy;
+#[cfg(feature = "eventstoredb")]
+pub mod eventstoredb;
+mod open;
 mod position;
 pub mod postgres;
 
@@ -13,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use open::{Backend, OpenError, backend_for, open};
 pub use position::Position;
 
 /// What the writer believes the stream's version to be.
