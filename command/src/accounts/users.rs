@@ -54,6 +54,10 @@ pub async fn credentials_by_email(
     pool: &PgPool,
     email: &str,
 ) -> Result<Option<Credentials>, sqlx::Error> {
+    // Postgres refuses NUL in text; no registered email holds one.
+    if email.contains('\0') {
+        return Ok(None);
+    }
     sqlx::query_as::<_, Credentials>(
         "SELECT id, email, name, created_at, password_hash FROM accounts.users \
          WHERE lower(email) = lower($1)",

@@ -29,7 +29,8 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains("..");
-        if local.is_empty() || !domain_ok || email.chars().any(char::is_whitespace) {
+        let odd = |c: char| c.is_whitespace() || c.is_control();
+        if local.is_empty() || !domain_ok || email.chars().any(odd) {
             return bad("must be an email address");
         }
         Ok(Self(email.to_owned()))
@@ -77,6 +78,14 @@ impl UserName {
     /// When empty after trimming or longer than 100 characters.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let name = raw.trim();
+        // Control characters have no place in a display name, and Postgres
+        // cannot store NUL at all.
+        if name.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                "name",
+                "must not contain control characters",
+            ));
+        }
         match name.chars().count() {
             0 => Err(FieldError::new("name", "must not be empty")),
             n if n > Self::MAX_CHARS => {
@@ -107,6 +116,7 @@ mod tests {
             ("ann@.example.com", None),
             ("ann@example..com", None),
             ("an n@example.com", None),
+            ("a\0n@example.com", None),
         ];
         for (raw, want) in cases {
             assert_eq!(
@@ -135,6 +145,8 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(UserName::parse("  Ann  ").unwrap().as_str(), "Ann");
         assert!(UserName::parse(" \t ").is_err());
+        assert!(UserName::parse("A\0B").is_err());
+        assert!(UserName::parse("A\u{7}B").is_err());
         assert!(UserName::parse(&"n".repeat(100)).is_ok());
         assert_eq!(UserName::parse(&"n".repeat(101)).unwrap_err().field, "name");
     }

@@ -12,6 +12,7 @@ use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::object::JsonObject;
 use crate::accounts::{Email, Grant, NewUser, Password, UserName, UserRecord};
 use crate::state::AppState;
 use crate::validation::Validator;
@@ -114,7 +115,7 @@ impl TryFrom<RegisterRequest> for NewUser {
         (status = 422, body = Problem)))]
 pub(crate) async fn register(
     State(app): State<AppState>,
-    ApiJson(body): ApiJson<RegisterRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RegisterRequest>>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let new_user = NewUser::try_from(body)?;
     let grant = app.accounts.register(new_user).await?;
@@ -126,7 +127,7 @@ pub(crate) async fn register(
         (status = 401, description = "unknown email or wrong password, alike", body = Problem)))]
 pub(crate) async fn login(
     State(app): State<AppState>,
-    ApiJson(body): ApiJson<LoginRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<LoginRequest>>,
 ) -> Result<Json<Session>, ApiError> {
     let grant = app.accounts.login(&body.email, body.password).await?;
     Ok(Json(grant.into()))
@@ -137,7 +138,7 @@ pub(crate) async fn login(
         (status = 401, description = "unknown, expired, revoked or reused token", body = Problem)))]
 pub(crate) async fn refresh(
     State(app): State<AppState>,
-    ApiJson(body): ApiJson<RefreshRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
 ) -> Result<Json<Session>, ApiError> {
     let grant = app.accounts.refresh(&body.refresh_token).await?;
     Ok(Json(grant.into()))
@@ -148,7 +149,7 @@ pub(crate) async fn refresh(
         (status = 401, description = "unknown token", body = Problem)))]
 pub(crate) async fn logout(
     State(app): State<AppState>,
-    ApiJson(body): ApiJson<RefreshRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
 ) -> Result<StatusCode, ApiError> {
     app.accounts.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)

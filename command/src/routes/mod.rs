@@ -2,6 +2,7 @@
 
 pub(crate) mod auth;
 mod headers;
+mod object;
 pub(crate) mod openapi;
 mod task_bodies;
 pub(crate) mod tasks;

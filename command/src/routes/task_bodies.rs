@@ -97,6 +97,7 @@ impl NewTaskRequest {
         let priority = v.check(parse_or_default::<Priority>(self.priority.as_deref()));
         let tags =
             v.check(Tags::parse(self.tags.as_deref().unwrap_or_default()).map_err(field_error));
+        v.check(rfc3339_year(self.due_at.as_ref()));
         v.finish(|| {
             Some(NewTask {
                 title: title?,
@@ -107,6 +108,19 @@ impl NewTaskRequest {
                 tags: tags?,
             })
         })
+    }
+}
+
+/// RFC 3339 has four-digit years; chrono would accept more and answer times
+/// no client can parse back.
+fn rfc3339_year(at: Option<&DateTime<Utc>>) -> Result<(), tasklog_platform::FieldError> {
+    use chrono::Datelike;
+    match at {
+        Some(t) if !(1..=9999).contains(&t.year()) => Err(tasklog_platform::FieldError::new(
+            "due_at",
+            "must be an RFC 3339 time in the years 0001 to 9999",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -147,6 +161,7 @@ impl TaskPatchRequest {
             s.parse::<Priority>()
         });
         let tags = present(&mut v, "tags", &self.tags, |t| Tags::parse(t));
+        v.check(rfc3339_year(self.due_at.flatten().as_ref()));
         v.finish(|| {
             Some(TaskPatch {
                 title,
@@ -181,6 +196,15 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn due_dates_keep_to_four_digit_years() {
+        assert!(patch(r#"{"due_at": "9999-12-31T23:59:59Z"}"#).is_ok());
+        assert!(patch(r#"{"due_at": "+10000-01-01T00:00:00Z"}"#).is_err());
+        let body: NewTaskRequest =
+            serde_json::from_str(r#"{"title": "T", "due_at": "-0001-01-01T00:00:00Z"}"#).unwrap();
+        assert!(body.parse().is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 
 use super::headers::{IfMatch, MaybeIdempotencyKey, TaskPath};
+use super::object::JsonObject;
 use super::task_bodies::{NewTaskRequest, TaskPatchRequest};
 use crate::state::AppState;
 use crate::tasks::{self, Ack, Change, CommandContext};
@@ -58,7 +59,7 @@ pub(crate) async fn create(
     State(app): State<AppState>,
     request_id: RequestId,
     key: MaybeIdempotencyKey,
-    ApiJson(body): ApiJson<NewTaskRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<NewTaskRequest>>,
 ) -> Result<Response, ApiError> {
     let task = body.parse()?;
     let ctx = context(user, request_id, key);
@@ -92,7 +93,7 @@ pub(crate) async fn update(
     TaskPath(id): TaskPath,
     request_id: RequestId,
     IfMatch(precondition): IfMatch,
-    ApiJson(body): ApiJson<TaskPatchRequest>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<TaskPatchRequest>>,
 ) -> Result<Response, ApiError> {
     let change = Change::Update(body.parse()?);
     let ctx = context(user, request_id, MaybeIdempotencyKey(None));

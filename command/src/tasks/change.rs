@@ -147,7 +147,12 @@ pub async fn change_task(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tasklog_events::domain::{TaskTitle, UserId};
+
     use super::*;
+    use crate::tasks::fake_store::AlwaysConflicting;
 
     #[test]
     fn backoff_stays_under_a_cap_that_grows_then_stops() {
@@ -161,6 +166,48 @@ mod tests {
             BACKOFF_BASE.saturating_mul(1 << 10).min(BACKOFF_CAP),
             BACKOFF_CAP
         );
+    }
+
+    fn ctx(actor: UserId) -> CommandContext {
+        CommandContext {
+            actor,
+            request_id: "r".into(),
+            idempotency_key: None,
+        }
+    }
+
+    fn retitle() -> Change {
+        Change::Update(TaskPatch {
+            title: Some(TaskTitle::parse("new").unwrap()),
+            ..TaskPatch::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_keeps_losing_gives_up_after_the_bound_with_contended() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let got = change_task(&store, id, &retitle(), &Precondition::Latest, &ctx(owner)).await;
+        assert!(matches!(
+            got,
+            Err(TaskCommandError::Contended {
+                attempts: MAX_ATTEMPTS
+            })
+        ));
+        assert_eq!(store.appends.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_conditional_writer_that_loses_once_is_refused_at_once() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let at_zero = Precondition::AtVersion(vec![0]);
+        let got = change_task(&store, id, &retitle(), &at_zero, &ctx(owner)).await;
+        assert!(matches!(
+            got,
+            Err(TaskCommandError::PreconditionFailed { current: Some(1) })
+        ));
+        assert_eq!(store.appends.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 mod change;
 mod create;
+#[cfg(test)]
+mod fake_store;
 mod idempotency;
 
 use serde::{Deserialize, Serialize};

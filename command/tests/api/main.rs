@@ -6,6 +6,7 @@
 mod auth;
 mod concurrency;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod isolation;
 mod outage;
