@@ -111,8 +111,8 @@ impl TryFrom<RegisterRequest> for NewUser {
 }
 
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = Session), (status = 409, description = "email taken", body = Problem),
-        (status = 422, body = Problem)))]
+    responses((status = 201, body = Session), (status = 409, description = "email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn register(
     State(app): State<AppState>,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<RegisterRequest>>,
@@ -124,7 +124,7 @@ pub(crate) async fn register(
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = Session),
-        (status = 401, description = "unknown email or wrong password, alike", body = Problem)))]
+        (status = 401, description = "unknown email or wrong password, alike", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn login(
     State(app): State<AppState>,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<LoginRequest>>,
@@ -135,7 +135,7 @@ pub(crate) async fn login(
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = Session),
-        (status = 401, description = "unknown, expired, revoked or reused token", body = Problem)))]
+        (status = 401, description = "unknown, expired, revoked or reused token", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn refresh(
     State(app): State<AppState>,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
@@ -146,7 +146,7 @@ pub(crate) async fn refresh(
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "the session is over"),
-        (status = 401, description = "unknown token", body = Problem)))]
+        (status = 401, description = "unknown token", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn logout(
     State(app): State<AppState>,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
@@ -156,7 +156,7 @@ pub(crate) async fn logout(
 }
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = Problem)))]
+    responses((status = 200, body = User), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn me(
     user: AuthUser,
     State(app): State<AppState>,

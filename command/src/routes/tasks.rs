@@ -51,9 +51,9 @@ fn context(user: AuthUser, request_id: RequestId, key: MaybeIdempotencyKey) -> C
     params(("Idempotency-Key" = Option<String>, Header, description = "up to 255 characters; a retry with the same body replays the first response")),
     responses(
         (status = 201, body = Ack, headers(("Location" = String), ("ETag" = String))),
-        (status = 401, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
-        (status = 422, description = "invalid field, or Idempotency-Key reused with another body", body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     user: AuthUser,
     State(app): State<AppState>,
@@ -82,11 +82,11 @@ pub(crate) async fn create(
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "\"<version>\": apply only at that version")),
     responses(
         (status = 200, body = Ack, headers(("ETag" = String))),
-        (status = 400, description = "malformed JSON or If-Match", body = Problem),
-        (status = 404, description = "absent, deleted or not yours", body = Problem),
-        (status = 409, description = "kept losing races with other writers", body = Problem),
-        (status = 412, description = "the task moved past If-Match", body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 400, description = "malformed JSON or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "absent, deleted or not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "kept losing races with other writers", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "the task moved past If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn update(
     user: AuthUser,
     State(app): State<AppState>,
@@ -105,8 +105,8 @@ pub(crate) async fn update(
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses(
         (status = 200, body = Ack),
-        (status = 404, description = "absent, already deleted or not yours", body = Problem),
-        (status = 412, body = Problem)))]
+        (status = 404, description = "absent, already deleted or not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete(
     user: AuthUser,
     State(app): State<AppState>,

@@ -94,6 +94,21 @@ async fn an_email_is_taken_whatever_its_case() {
 }
 
 #[tokio::test]
+async fn two_racing_registrations_of_one_email_give_one_account_and_one_409() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let body = |e: String| json!({"email": e, "password": "12345678", "name": "N"});
+    let (first, second) = (body(email.clone()), body(email.to_uppercase()));
+    let (a, b) = tokio::join!(
+        app.post("/v1/auth/register", &first, None),
+        app.post("/v1/auth/register", &second, None),
+    );
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+}
+
+#[tokio::test]
 async fn login_works_with_any_case_of_the_email() {
     let app = spawn_app().await;
     let email = unique_email();

@@ -53,6 +53,8 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
+    let refusal = &doc["paths"]["/v1/tasks"]["post"]["responses"]["422"]["content"];
+    assert!(refusal["application/problem+json"].is_object(), "{refusal}");
     let schemas = &doc["components"]["schemas"];
     for name in ["Ack", "Session", "User", "NewTask", "TaskPatch", "Problem"] {
         assert!(schemas[name].is_object(), "schema {name}");
