@@ -70,6 +70,15 @@ fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
+/// Postgres cannot store U+0000 in `text` or `jsonb`: a value holding it
+/// could never be appended or projected, so it is refused up front.
+fn refuse_nul(field: &'static str, s: &str) -> Result<(), InvalidValue> {
+    if s.contains('\0') {
+        return Err(InvalidValue::new(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
 /// A title: 1 to 200 characters after trimming.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -79,9 +88,10 @@ impl TaskTitle {
     pub const MAX_CHARS: usize = 200;
 
     /// # Errors
-    /// When the trimmed title is empty or longer than 200 characters.
+    /// When the trimmed title is empty, longer than 200 characters or holds a NUL.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let trimmed = raw.trim();
+        refuse_nul("title", trimmed)?;
         match char_len(trimmed) {
             0 => Err(InvalidValue::new("title", "must not be empty")),
             n if n > Self::MAX_CHARS => Err(InvalidValue::new(
@@ -106,8 +116,9 @@ impl TaskDescription {
     pub const MAX_CHARS: usize = 10_000;
 
     /// # Errors
-    /// When the description is longer than 10,000 characters.
+    /// When the description is longer than 10,000 characters or holds a NUL.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        refuse_nul("description", raw)?;
         if char_len(raw) > Self::MAX_CHARS {
             return Err(InvalidValue::new(
                 "description",
@@ -131,9 +142,10 @@ impl Tag {
     pub const MAX_CHARS: usize = 32;
 
     /// # Errors
-    /// When the trimmed tag is empty or longer than 32 characters.
+    /// When the trimmed tag is empty, longer than 32 characters or holds a NUL.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let tag = raw.trim().to_lowercase();
+        refuse_nul("tags", &tag)?;
         match char_len(&tag) {
             0 => Err(InvalidValue::new("tags", "a tag must not be empty")),
             n if n > Self::MAX_CHARS => Err(InvalidValue::new(
@@ -354,6 +366,17 @@ mod tests {
         assert!(Tags::parse(&[""]).is_err());
         assert!(Tags::parse(&["x".repeat(33)]).is_err());
         assert!(Tags::parse(&["x".repeat(32)]).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_because_postgres_cannot_store_them() {
+        assert_eq!(TaskTitle::parse("a\0b").unwrap_err().field, "title");
+        assert_eq!(
+            TaskDescription::parse("a\0").unwrap_err().field,
+            "description"
+        );
+        assert_eq!(Tags::parse(&["ok", "\0"]).unwrap_err().field, "tags");
+        assert!(TaskDescription::parse("line\nbreak\ttab").is_ok());
     }
 
     #[test]

@@ -70,8 +70,10 @@ pub async fn migrate_schema(
         .execute(&mut conn)
         .await
         .map_err(prepare)?;
+    // `run_direct`, not `run`: sqlx's `Acquire` bound on `run` makes this
+    // future fail the compiler's `Send` proof, and callers spawn it.
     let result = migrator
-        .run(&mut conn)
+        .run_direct(&mut conn)
         .await
         .map_err(|source| MigrateError::Migrate {
             schema: schema.to_owned(),

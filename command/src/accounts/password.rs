@@ -1,0 +1,149 @@
+//! Argon2id password hashing on the blocking pool, a few at a time: each hash
+//! holds a core and 19 MiB for tens of milliseconds, so unbounded logins would
+//! starve every other request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// OWASP's Argon2id recommendation: 19 MiB, 2 passes, 1 lane.
+const MEMORY_KIB: u32 = 19 * 1024;
+const PASSES: u32 = 2;
+const LANES: u32 = 1;
+
+/// Longest wait for a hashing slot before the request is a 503 instead of a
+/// queue that grows without end.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("every password hashing slot stayed busy for {QUEUE_TIMEOUT:?}")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("the hashing task did not finish: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+#[derive(Clone)]
+pub struct Passwords {
+    slots: Arc<Semaphore>,
+    /// Verified against when the email is unknown, so a bad login costs the
+    /// same whether or not the account exists.
+    dummy_hash: Arc<str>,
+}
+
+fn argon2() -> Result<Argon2<'static>, PasswordError> {
+    let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+fn verify_blocking(password: &str, stored: &str) -> Result<bool, PasswordError> {
+    let parsed = PasswordHash::new(stored).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    // The parameters come from the stored hash, so raising them later still
+    // verifies old hashes.
+    Ok(argon2()?
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}
+
+impl Passwords {
+    /// Prepares the dummy hash with the real parameters.
+    ///
+    /// # Errors
+    /// When hashing fails, which only broken parameters could cause.
+    pub async fn new(concurrency: usize) -> Result<Self, PasswordError> {
+        let random: [u8; 16] = rand::random();
+        let dummy =
+            tokio::task::spawn_blocking(move || hash_blocking(&String::from_utf8_lossy(&random)))
+                .await??;
+        Ok(Self {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash: dummy.into(),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let _slot = tokio::time::timeout(QUEUE_TIMEOUT, self.slots.acquire())
+            .await
+            .map_err(|_| PasswordError::Busy)?
+            .map_err(|_| PasswordError::Busy)?;
+        tokio::task::spawn_blocking(job).await?
+    }
+
+    /// # Errors
+    /// `Busy` when the hashing slots stay taken.
+    pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
+        self.run(move || hash_blocking(password.expose_secret()))
+            .await
+    }
+
+    /// Checks a password against a stored hash, or against the dummy hash when
+    /// there is none (unknown email), which always answers false.
+    ///
+    /// # Errors
+    /// `Busy` when the hashing slots stay taken.
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self
+            .run(move || verify_blocking(password.expose_secret(), &hash))
+            .await?;
+        Ok(known && matches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_only() {
+        let passwords = Passwords::new(1).await.unwrap();
+        let hash = passwords
+            .hash(SecretString::from("correct horse"))
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let ok = passwords
+            .verify(SecretString::from("correct horse"), Some(hash.clone()))
+            .await
+            .unwrap();
+        let wrong = passwords
+            .verify(SecretString::from("wrong horse"), Some(hash))
+            .await
+            .unwrap();
+        assert!(ok && !wrong);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_never_verifies() {
+        let passwords = Passwords::new(1).await.unwrap();
+        let got = passwords
+            .verify(SecretString::from("anything"), None)
+            .await
+            .unwrap();
+        assert!(!got);
+    }
+}

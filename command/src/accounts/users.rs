@@ -1,0 +1,79 @@
+//! The `accounts.users` table: registering and finding users.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::values::{Email, UserName};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Credentials {
+    #[sqlx(flatten)]
+    pub user: UserRecord,
+    pub password_hash: String,
+}
+
+/// Inserts a user; `None` when the email is taken (in any case).
+///
+/// # Errors
+/// When the database fails.
+pub async fn insert(
+    conn: &mut PgConnection,
+    email: &Email,
+    name: &UserName,
+    password_hash: &str,
+) -> Result<Option<UserRecord>, sqlx::Error> {
+    // ON CONFLICT on the expression index turns the race of two registrations
+    // of one email into "taken" for the second instead of an error.
+    sqlx::query_as::<_, UserRecord>(
+        "INSERT INTO accounts.users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT ((lower(email))) DO NOTHING \
+         RETURNING id, email, name, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email.as_str())
+    .bind(name.as_str())
+    .bind(password_hash)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The user and password hash of an email, ignoring case.
+///
+/// # Errors
+/// When the database fails.
+pub async fn credentials_by_email(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Option<Credentials>, sqlx::Error> {
+    // Postgres refuses NUL in text; no registered email holds one.
+    if email.contains('\0') {
+        return Ok(None);
+    }
+    sqlx::query_as::<_, Credentials>(
+        "SELECT id, email, name, created_at, password_hash FROM accounts.users \
+         WHERE lower(email) = lower($1)",
+    )
+    .bind(email.trim())
+    .fetch_optional(pool)
+    .await
+}
+
+/// # Errors
+/// When the database fails.
+pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<UserRecord>, sqlx::Error> {
+    sqlx::query_as::<_, UserRecord>(
+        "SELECT id, email, name, created_at FROM accounts.users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}

@@ -1,0 +1,14 @@
+//! `tasklog-command`, the write side of Tasklog: accounts and tokens, and task
+//! commands decided by the domain and appended to the event log.
+
+pub mod accounts;
+pub mod event_store;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod tasks;
+mod validation;
+
+pub use settings::Settings;
+pub use startup::{Application, StartError};

@@ -1,0 +1,165 @@
+//! `/v1/auth/*`: register, login, refresh, logout and me.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tasklog_platform::auth::AuthUser;
+use tasklog_platform::json::ApiJson;
+use tasklog_platform::{ApiError, Problem};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::object::JsonObject;
+use crate::accounts::{Email, Grant, NewUser, Password, UserName, UserRecord};
+use crate::state::AppState;
+use crate::validation::Validator;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/me", get(me))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterRequest {
+    email: String,
+    /// 8 to 128 characters.
+    password: String,
+    /// 1 to 100 characters, stored trimmed.
+    name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct User {
+    id: Uuid,
+    email: String,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Session {
+    user: User,
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until `access_token` expires.
+    expires_in: u64,
+    /// Single use: exchanging it returns a new one and retires it.
+    refresh_token: String,
+}
+
+impl From<UserRecord> for User {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            created_at: u.created_at,
+        }
+    }
+}
+
+impl From<Grant> for Session {
+    fn from(g: Grant) -> Self {
+        Self {
+            user: g.user.into(),
+            access_token: g.access.token,
+            token_type: "Bearer",
+            expires_in: g.access.expires_in,
+            refresh_token: g.refresh_token,
+        }
+    }
+}
+
+impl TryFrom<RegisterRequest> for NewUser {
+    type Error = ApiError;
+
+    fn try_from(body: RegisterRequest) -> Result<Self, ApiError> {
+        let mut v = Validator::default();
+        let email = v.check(Email::parse(&body.email));
+        let password = v.check(Password::parse(body.password));
+        let name = v.check(UserName::parse(&body.name));
+        v.finish(|| {
+            Some(NewUser {
+                email: email?,
+                password: password?,
+                name: name?,
+            })
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = Session), (status = 409, description = "email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn register(
+    State(app): State<AppState>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RegisterRequest>>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let new_user = NewUser::try_from(body)?;
+    let grant = app.accounts.register(new_user).await?;
+    Ok((StatusCode::CREATED, Json(grant.into())))
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = Session),
+        (status = 401, description = "unknown email or wrong password, alike", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn login(
+    State(app): State<AppState>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<LoginRequest>>,
+) -> Result<Json<Session>, ApiError> {
+    let grant = app.accounts.login(&body.email, body.password).await?;
+    Ok(Json(grant.into()))
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = Session),
+        (status = 401, description = "unknown, expired, revoked or reused token", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn refresh(
+    State(app): State<AppState>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
+) -> Result<Json<Session>, ApiError> {
+    let grant = app.accounts.refresh(&body.refresh_token).await?;
+    Ok(Json(grant.into()))
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "the session is over"),
+        (status = 401, description = "unknown token", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn logout(
+    State(app): State<AppState>,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RefreshRequest>>,
+) -> Result<StatusCode, ApiError> {
+    app.accounts.logout(&body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn me(
+    user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<Json<User>, ApiError> {
+    Ok(Json(app.accounts.me(user.id).await?.into()))
+}

@@ -1,0 +1,124 @@
+//! The command service's settings, read from the environment once at start;
+//! any missing or invalid variable stops it with a one-line reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tasklog_platform::auth::{JwtKeys, KeyUse};
+use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, Environment, bind_addr};
+use tasklog_platform::server::DrainSettings;
+
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8081";
+
+/// Refresh tokens live 30 days unless `REFRESH_TOKEN_TTL_SECS` says otherwise.
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+pub struct Settings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
+    /// Secret because such URLs often carry credentials.
+    pub event_store_url: Option<SecretString>,
+    pub bind_addr: SocketAddr,
+    pub jwt: JwtKeys,
+    pub refresh_token_ttl: Duration,
+    /// How many Argon2 hashes may run at once; each takes a core and 19 MiB.
+    pub password_hash_concurrency: usize,
+    pub drain: DrainSettings,
+}
+
+impl Settings {
+    /// # Errors
+    /// When a variable is missing or invalid; the error names it.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let environment = env.parse("TASKLOG_ENV", Environment::Development)?;
+        let event_store_url = match env.get("EVENT_STORE_URL") {
+            None => None,
+            Some(url) if url.starts_with("esdb://") || url.starts_with("kurrentdb://") => {
+                Some(SecretString::from(url.to_owned()))
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "EVENT_STORE_URL",
+                    "must be an esdb:// or kurrentdb:// URL, or unset for the Postgres log",
+                ));
+            }
+        };
+        let refresh_secs = env.parse("REFRESH_TOKEN_TTL_SECS", DEFAULT_REFRESH_TTL.as_secs())?;
+        if refresh_secs == 0 {
+            return Err(ConfigError::new(
+                "REFRESH_TOKEN_TTL_SECS",
+                "must be at least 1",
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let password_hash_concurrency = env.parse("PASSWORD_HASH_CONCURRENCY", cores)?;
+        if password_hash_concurrency == 0 {
+            return Err(ConfigError::new(
+                "PASSWORD_HASH_CONCURRENCY",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            environment,
+            database: DatabaseSettings::from_env(env)?,
+            event_store_url,
+            bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
+            jwt: JwtKeys::from_env(env, environment, KeyUse::SignAndVerify)?,
+            refresh_token_ttl: Duration::from_secs(refresh_secs),
+            password_hash_concurrency,
+            drain: DrainSettings {
+                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
+                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.name,
+        }
+    }
+
+    #[test]
+    fn defaults_give_a_runnable_development_service() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.bind_addr.port(), 8081);
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.refresh_token_ttl, DEFAULT_REFRESH_TTL);
+        assert!(s.event_store_url.is_none());
+        assert!(s.jwt.signer.is_some());
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("TASKLOG_ENV", "staging")], "TASKLOG_ENV"),
+            (&[("EVENT_STORE_URL", "http://x")], "EVENT_STORE_URL"),
+            (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("REFRESH_TOKEN_TTL_SECS", "0")], "REFRESH_TOKEN_TTL_SECS"),
+            (
+                &[("REFRESH_TOKEN_TTL_SECS", "soon")],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (&[("ACCESS_TOKEN_TTL_SECS", "0")], "ACCESS_TOKEN_TTL_SECS"),
+            (
+                &[("PASSWORD_HASH_CONCURRENCY", "0")],
+                "PASSWORD_HASH_CONCURRENCY",
+            ),
+            (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
+            (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(err(pairs), *want, "{pairs:?}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Changing or deleting a task: read its stream, `decide`, append with the
+//! version read. With `If-Match` a lost race is a 412; without it the command
+//! is re-read and re-decided, so concurrent blind writers all land.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tasklog_events::domain::{TaskCommand, TaskId, TaskPatch, TaskState, decide, evolve};
+use tasklog_events::task_stream::{self, to_new_event};
+use tasklog_events::{EventStore, ExpectedVersion, StoreError};
+use uuid::Uuid;
+
+use super::{Ack, CommandContext, TaskCommandError};
+
+/// Attempts of an unconditional command before it gives up with a 409. With
+/// backoff capped at 50 ms this bounds a request to about a second of waiting.
+const MAX_ATTEMPTS: u32 = 24;
+const BACKOFF_BASE: Duration = Duration::from_millis(2);
+const BACKOFF_CAP: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone)]
+pub enum Change {
+    Update(TaskPatch),
+    Delete,
+}
+
+/// What `If-Match` asks of the task's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No `If-Match`, or `*`: apply to whatever version is current.
+    Latest,
+    /// Apply only if the task is at one of these versions.
+    AtVersion(Vec<u64>),
+}
+
+impl Precondition {
+    fn allows(&self, version: u64) -> bool {
+        match self {
+            Precondition::Latest => true,
+            Precondition::AtVersion(versions) => versions.contains(&version),
+        }
+    }
+}
+
+/// A task's state and where its stream ends.
+struct Loaded {
+    state: TaskState,
+    version: u64,
+    position: u64,
+}
+
+async fn load(store: &dyn EventStore, id: TaskId) -> Result<Option<Loaded>, TaskCommandError> {
+    let records = task_stream::history(store, id, None).await?;
+    let Some(last) = records.last() else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        version: last.recorded.version,
+        position: last.recorded.position.commit,
+        state: records
+            .iter()
+            .fold(TaskState::Absent, |s, r| evolve(s, &r.event)),
+    }))
+}
+
+/// Full jitter: a random wait below a cap that doubles per attempt, so
+/// writers that collided spread out instead of colliding again.
+fn backoff(attempt: u32) -> Duration {
+    let cap = BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(10))
+        .min(BACKOFF_CAP);
+    let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(rand::random_range(0..micros))
+}
+
+/// # Errors
+/// `NotFound` (absent, deleted, not the actor's), `PreconditionFailed`,
+/// `Contended` after `MAX_ATTEMPTS`, or a failing store.
+#[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
+pub async fn change_task(
+    store: &dyn EventStore,
+    id: TaskId,
+    change: &Change,
+    precondition: &Precondition,
+    ctx: &CommandContext,
+) -> Result<Ack, TaskCommandError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let Some(loaded) = load(store, id).await? else {
+            return Err(TaskCommandError::NotFound(id));
+        };
+        let command = match change {
+            Change::Update(patch) => TaskCommand::Update {
+                actor: ctx.actor,
+                patch: patch.clone(),
+                at: Utc::now(),
+            },
+            Change::Delete => TaskCommand::Delete {
+                actor: ctx.actor,
+                at: Utc::now(),
+            },
+        };
+        // Ownership before the precondition: another user's task must be a
+        // 404 whatever version the client names.
+        let events = decide(&loaded.state, command).map_err(|reason| {
+            tracing::debug!(%reason, "command refused");
+            TaskCommandError::NotFound(id)
+        })?;
+        if !precondition.allows(loaded.version) {
+            return Err(TaskCommandError::PreconditionFailed {
+                current: Some(loaded.version),
+            });
+        }
+        let ack = |version, position| Ack {
+            id: id.0,
+            version,
+            position,
+        };
+        if events.is_empty() {
+            return Ok(ack(loaded.version, loaded.position));
+        }
+        let owner = match &loaded.state {
+            TaskState::Live(task) | TaskState::Deleted(task) => task.owner,
+            TaskState::Absent => return Err(TaskCommandError::NotFound(id)),
+        };
+        let metadata = ctx.metadata(owner);
+        let new_events = events
+            .iter()
+            .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
+            .collect();
+        let expected = ExpectedVersion::Exact(loaded.version);
+        match store.append(&id.stream_id(), expected, new_events).await {
+            Ok(outcome) => return Ok(ack(outcome.version, outcome.position.commit)),
+            Err(StoreError::Conflict { actual, .. }) => {
+                if *precondition != Precondition::Latest {
+                    return Err(TaskCommandError::PreconditionFailed { current: actual });
+                }
+                tracing::debug!(attempt, ?actual, "lost a race; re-reading");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TaskCommandError::Contended {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tasklog_events::domain::{TaskTitle, UserId};
+
+    use super::*;
+    use crate::tasks::fake_store::AlwaysConflicting;
+
+    #[test]
+    fn backoff_stays_under_a_cap_that_grows_then_stops() {
+        for attempt in 0..40 {
+            let cap = BACKOFF_BASE
+                .saturating_mul(1 << attempt.min(10))
+                .min(BACKOFF_CAP);
+            assert!(backoff(attempt) < cap, "attempt {attempt}");
+        }
+        assert_eq!(
+            BACKOFF_BASE.saturating_mul(1 << 10).min(BACKOFF_CAP),
+            BACKOFF_CAP
+        );
+    }
+
+    fn ctx(actor: UserId) -> CommandContext {
+        CommandContext {
+            actor,
+            request_id: "r".into(),
+            idempotency_key: None,
+        }
+    }
+
+    fn retitle() -> Change {
+        Change::Update(TaskPatch {
+            title: Some(TaskTitle::parse("new").unwrap()),
+            ..TaskPatch::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_keeps_losing_gives_up_after_the_bound_with_contended() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let got = change_task(&store, id, &retitle(), &Precondition::Latest, &ctx(owner)).await;
+        assert!(matches!(
+            got,
+            Err(TaskCommandError::Contended {
+                attempts: MAX_ATTEMPTS
+            })
+        ));
+        assert_eq!(store.appends.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_conditional_writer_that_loses_once_is_refused_at_once() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let at_zero = Precondition::AtVersion(vec![0]);
+        let got = change_task(&store, id, &retitle(), &at_zero, &ctx(owner)).await;
+        assert!(matches!(
+            got,
+            Err(TaskCommandError::PreconditionFailed { current: Some(1) })
+        ));
+        assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn preconditions_allow_only_their_versions() {
+        assert!(Precondition::Latest.allows(7));
+        assert!(Precondition::AtVersion(vec![3, 4]).allows(4));
+        assert!(!Precondition::AtVersion(vec![3]).allows(4));
+    }
+}

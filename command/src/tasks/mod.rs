@@ -1,0 +1,106 @@
+//! Task commands: create, change and delete a task by reading its stream,
+//! running the domain's `decide` and appending with an expected version.
+
+mod change;
+mod create;
+#[cfg(test)]
+mod fake_store;
+mod idempotency;
+
+use serde::{Deserialize, Serialize};
+use tasklog_events::domain::{TaskId, UserId};
+use tasklog_events::task_stream::LoadError;
+use tasklog_events::{Metadata, StoreError};
+use tasklog_platform::ApiError;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use change::{Change, Precondition, change_task};
+pub use create::{Created, NewTask, create_task};
+pub use idempotency::{IdempotencyKey, body_hash};
+
+/// The answer to every task command: where the task's stream stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Ack {
+    pub id: Uuid,
+    /// The stream version after the command; a new task is version 0.
+    pub version: u64,
+    /// The log position of the task's last event; send it as
+    /// `X-Min-Position` to read your own write.
+    pub position: u64,
+}
+
+/// Who sent a command and why, carried into every event's metadata.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub actor: UserId,
+    pub request_id: String,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl CommandContext {
+    fn metadata(&self, owner: UserId) -> Metadata {
+        Metadata {
+            actor_id: Some(self.actor.0),
+            owner_id: Some(owner.0),
+            request_id: Some(self.request_id.clone()).filter(|r| !r.is_empty()),
+            causation_id: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskCommandError {
+    /// Absent, deleted or another user's: all look the same to the client.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    #[error("the task is at version {current:?}, not the one in If-Match")]
+    PreconditionFailed { current: Option<u64> },
+    #[error("the task kept changing under {attempts} attempts")]
+    Contended { attempts: u32 },
+    #[error("the Idempotency-Key was used with another body")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "event store unavailable");
+            ApiError::unavailable("the event store")
+        }
+        StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+impl From<TaskCommandError> for ApiError {
+    fn from(e: TaskCommandError) -> Self {
+        match e {
+            TaskCommandError::NotFound(_) => ApiError::NotFound,
+            TaskCommandError::PreconditionFailed { current } => {
+                ApiError::PreconditionFailed(match current {
+                    Some(v) => format!("the task is at version {v}"),
+                    None => "the task does not exist".to_owned(),
+                })
+            }
+            TaskCommandError::Contended { .. } => {
+                ApiError::Conflict("the task kept changing concurrently; try again".to_owned())
+            }
+            TaskCommandError::KeyReused => ApiError::invalid(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            ),
+            TaskCommandError::Store(e) | TaskCommandError::Load(LoadError::Store(e)) => {
+                store_error(e)
+            }
+            TaskCommandError::Load(e) => ApiError::internal(e),
+            TaskCommandError::Database(e) => ApiError::from(e),
+        }
+    }
+}

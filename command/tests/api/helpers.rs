@@ -1,0 +1,211 @@
+//! `spawn_app()`: a fresh database, the real service on a random port, and a
+//! reqwest client with request helpers. Logs only when `TEST_LOG` is set.
+
+use std::sync::{Arc, LazyLock};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use tasklog_command::{Application, Settings};
+use tasklog_events::store::postgres::PgEventStore;
+use tasklog_events::{EventStore, RecordedEvent};
+use tasklog_platform::config::Env;
+use tasklog_platform::testing::TestDb;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
+        let _ = tasklog_platform::telemetry::init(&Env::from_pairs([("RUST_LOG", level.as_str())]));
+    }
+});
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Arc<TestDb>,
+    database_url: String,
+    env: Vec<(String, String)>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// With extra environment variables (e.g. a short token lifetime).
+pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    let db = Arc::new(TestDb::new().await.expect("test database"));
+    let url = db.url().to_owned();
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    start(db, url, env).await
+}
+
+/// The database's URL with another port (to go through a proxy).
+pub fn url_with_port(db: &TestDb, port: u16) -> String {
+    let options: PgConnectOptions = db.url().parse().expect("test database url");
+    options.port(port).to_url_lossy().to_string()
+}
+
+pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
+    let mut pairs = vec![
+        ("DATABASE_URL", database_url),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("DATABASE_MAX_CONNECTIONS", "10"),
+        ("PASSWORD_HASH_CONCURRENCY", "2"),
+    ];
+    pairs.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Settings::from_env(&Env::from_pairs(pairs)).expect("test settings")
+}
+
+pub async fn start(db: Arc<TestDb>, database_url: String, env: Vec<(String, String)>) -> TestApp {
+    LazyLock::force(&TRACING);
+    let app = Application::build(settings(&database_url, &env))
+        .await
+        .expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        database_url,
+        env,
+        shutdown,
+        server,
+    }
+}
+
+/// A registered user's session.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    /// Stops this instance (draining it) and starts a new one on the same database.
+    pub async fn restart(self) -> TestApp {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        start(self.db, self.database_url, self.env).await
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    pub fn store(&self) -> PgEventStore {
+        PgEventStore::new(self.db.pool().clone())
+    }
+
+    pub async fn stream(&self, task_id: &str) -> Vec<RecordedEvent> {
+        self.store()
+            .read_stream(&format!("task-{task_id}"), 0, None)
+            .await
+            .expect("stream read")
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut req = self.request(Method::POST, path).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str) -> User {
+        let response = self
+            .post(
+                "/v1/auth/register",
+                &json!({"email": email, "password": "correct horse", "name": "Test User"}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let session: Value = response.json().await.expect("session");
+        User {
+            id: session["user"]["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("user id"),
+            email: email.to_owned(),
+            token: session["access_token"].as_str().expect("token").to_owned(),
+            refresh_token: session["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
+        }
+    }
+
+    /// Creates a task and returns its `Ack`.
+    pub async fn create_task(&self, user: &User, body: Value) -> Value {
+        let response = self.post("/v1/tasks", &body, Some(&user.token)).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create {body}");
+        response.json().await.expect("ack")
+    }
+
+    pub async fn patch_task(&self, user: &User, id: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, &format!("/v1/tasks/{id}"))
+            .bearer_auth(&user.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete_task(&self, user: &User, id: &str) -> Response {
+        self.request(Method::DELETE, &format!("/v1/tasks/{id}"))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Asserts a problem+json answer with this status and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+/// The fields a 4xx problem names.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", Uuid::new_v4().simple())
+}

@@ -1,0 +1,16 @@
+//! The command service over HTTP against real Postgres: one binary for every
+//! integration test, so it links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod concurrency;
+mod helpers;
+mod hostile;
+mod idempotency;
+mod isolation;
+mod outage;
+mod proxy;
+mod service;
+mod task_commands;
+mod tokens;

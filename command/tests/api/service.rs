@@ -1,0 +1,98 @@
+//! Health, the OpenAPI document, unknown routes and start-up refusals.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tasklog_command::{Application, StartError};
+use tasklog_platform::testing::TestDb;
+
+use crate::helpers::{problem, settings, spawn_app};
+
+#[tokio::test]
+async fn live_and_ready_answer_200_with_each_dependency_named() {
+    let app = spawn_app().await;
+    let live = app
+        .request(Method::GET, "/health/live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"], "ok");
+    assert_eq!(body["checks"]["event_store"], "ok");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, method) in [
+        ("/v1/auth/register", "post"),
+        ("/v1/auth/login", "post"),
+        ("/v1/auth/refresh", "post"),
+        ("/v1/auth/logout", "post"),
+        ("/v1/auth/me", "get"),
+        ("/v1/tasks", "post"),
+        ("/v1/tasks/{id}", "patch"),
+        ("/v1/tasks/{id}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    let refusal = &doc["paths"]["/v1/tasks"]["post"]["responses"]["422"]["content"];
+    assert!(refusal["application/problem+json"].is_object(), "{refusal}");
+    let schemas = &doc["components"]["schemas"];
+    for name in ["Ack", "Session", "User", "NewTask", "TaskPatch", "Problem"] {
+        assert!(schemas[name].is_object(), "schema {name}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    problem(
+        app.request(Method::GET, "/v1/nothing")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        app.request(Method::PUT, "/v1/tasks").send().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_store_url_is_refused_until_its_adapter_exists() {
+    let db = Arc::new(TestDb::new().await.unwrap());
+    let env = vec![(
+        "EVENT_STORE_URL".to_owned(),
+        "esdb://127.0.0.1:2113".to_owned(),
+    )];
+    let Err(e) = Application::build(settings(db.url(), &env)).await else {
+        panic!("built with an adapter that does not exist");
+    };
+    assert!(matches!(e, StartError::EventStore(_)));
+    assert!(e.to_string().starts_with("EVENT_STORE_URL: "), "{e}");
+}
