@@ -33,18 +33,10 @@ impl Settings {
     /// When a variable is missing or invalid; the error names it.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let environment = env.parse("TASKLOG_ENV", Environment::Development)?;
-        let event_store_url = match env.get("EVENT_STORE_URL") {
-            None => None,
-            Some(url) if url.starts_with("esdb://") || url.starts_with("kurrentdb://") => {
-                Some(SecretString::from(url.to_owned()))
-            }
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "EVENT_STORE_URL",
-                    "must be an esdb:// or kurrentdb:// URL, or unset for the Postgres log",
-                ));
-            }
-        };
+        let event_store_url = env.get("EVENT_STORE_URL").map(str::to_owned);
+        tasklog_events::store::backend_for(event_store_url.as_deref())
+            .map_err(|e| ConfigError::new("EVENT_STORE_URL", e.to_string()))?;
+        let event_store_url = event_store_url.map(SecretString::from);
         let refresh_secs = env.parse("REFRESH_TOKEN_TTL_SECS", DEFAULT_REFRESH_TTL.as_secs())?;
         if refresh_secs == 0 {
             return Err(ConfigError::new(

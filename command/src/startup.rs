@@ -15,10 +15,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, PasswordError, Passwords};
-use crate::event_store::{OpenStoreError, open_event_store};
+use crate::event_store::open_event_store;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
+use tasklog_events::store::OpenError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -33,7 +34,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    EventStore(#[from] OpenStoreError),
+    EventStore(#[from] OpenError),
     #[error("password hashing does not work: {0}")]
     Passwords(#[from] PasswordError),
     #[error("the signing key is missing: set JWT_SECRET or JWT_PRIVATE_KEY_FILE")]

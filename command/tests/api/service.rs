@@ -4,10 +4,15 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tasklog_command::Settings;
+#[cfg(not(feature = "eventstoredb"))]
 use tasklog_command::{Application, StartError};
+use tasklog_platform::config::Env;
 use tasklog_platform::testing::TestDb;
 
-use crate::helpers::{problem, settings, spawn_app};
+#[cfg(not(feature = "eventstoredb"))]
+use crate::helpers::settings;
+use crate::helpers::{problem, spawn_app, start};
 
 #[tokio::test]
 async fn live_and_ready_answer_200_with_each_dependency_named() {
@@ -83,16 +88,55 @@ async fn unknown_routes_and_methods_are_problems() {
     .await;
 }
 
+#[cfg(not(feature = "eventstoredb"))]
 #[tokio::test]
-async fn an_event_store_url_is_refused_until_its_adapter_exists() {
+async fn an_event_store_url_is_refused_in_a_build_without_the_adapter() {
     let db = Arc::new(TestDb::new().await.unwrap());
     let env = vec![(
         "EVENT_STORE_URL".to_owned(),
         "esdb://127.0.0.1:2113".to_owned(),
     )];
     let Err(e) = Application::build(settings(db.url(), &env)).await else {
-        panic!("built with an adapter that does not exist");
+        panic!("built with an adapter that was not compiled in");
     };
     assert!(matches!(e, StartError::EventStore(_)));
-    assert!(e.to_string().starts_with("EVENT_STORE_URL: "), "{e}");
+    assert!(e.to_string().contains("eventstoredb"), "{e}");
+}
+
+/// No EventStoreDB server exists here: the service still starts (the client
+/// connects lazily) and readiness names the event store as down.
+#[cfg(feature = "eventstoredb")]
+#[tokio::test]
+async fn an_esdb_url_selects_the_eventstoredb_log_and_readiness_reports_it() {
+    let db = Arc::new(TestDb::new().await.unwrap());
+    let env = vec![(
+        "EVENT_STORE_URL".to_owned(),
+        "esdb://127.0.0.1:1?tls=false&maxDiscoverAttempts=1&discoveryInterval=10".to_owned(),
+    )];
+    let url = db.url().to_owned();
+    let app = start(db, url, env).await;
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"], "ok");
+    assert!(
+        body["checks"]["event_store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("down")),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_unsupported_event_store_url_refuses_to_start() {
+    let env = Env::from_pairs([("EVENT_STORE_URL", "tcp://host:1113")]);
+    let Err(e) = Settings::from_env(&env) else {
+        panic!("accepted an unsupported EVENT_STORE_URL");
+    };
+    assert_eq!(e.name, "EVENT_STORE_URL");
+    assert!(e.to_string().contains("tcp"), "{e}");
 }

@@ -88,6 +88,29 @@ pub async fn open(
     }
 }
 
+/// `open` for service start-up: a bad URL or a build without the adapter
+/// fails at once, while an unreachable Postgres is waited for (the migration
+/// is retried with capped backoff), so services may start before their database.
+///
+/// # Errors
+/// Only for what waiting cannot fix.
+pub async fn open_when_ready(
+    event_store_url: Option<&str>,
+    pool: PgPool,
+) -> Result<Arc<dyn EventStore>, OpenError> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match open(event_store_url, pool.clone()).await {
+            Err(OpenError::Migrate(e)) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event log not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(feature = "eventstoredb")]
 fn open_esdb(url: &str) -> Result<Arc<dyn EventStore>, OpenError> {
     Ok(Arc::new(super::eventstoredb::EsdbEventStore::connect(url)?))
