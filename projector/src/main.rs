@@ -1,3 +1,3 @@
-//! The projector service (built in its own issue).
+//! `tasklog-projector`: run, rebuild, verify, status, copy-log.
 
 fn main() {}
