@@ -58,7 +58,7 @@ for i = 3, #KEYS do
   local base = 3 + (i - 3) * 8
   for j = 1, 8 do
     local d = tonumber(ARGV[base + j])
-    if d ~= 0 then redis.call('HINCRBY', KEYS[i], fields[j], d) end
+    redis.call('HINCRBY', KEYS[i], fields[j], d)
   end
 end
 redis.call('SET', KEYS[2], ARGV[3])
@@ -132,7 +132,8 @@ impl CountKeys {
         self.redis.key(&format!("counts:{generation}:checkpoint"))
     }
     pub fn owner(&self, generation: &str, owner: UserId) -> String {
-        self.redis.key(&format!("counts:{generation}:owner:{owner}"))
+        self.redis
+            .key(&format!("counts:{generation}:owner:{owner}"))
     }
     pub fn owner_prefix(&self, generation: &str) -> String {
         self.redis.key(&format!("counts:{generation}:owner:"))
@@ -237,7 +238,10 @@ impl CountsProjection {
                 removed += keys.len() as u64;
                 self.redis
                     .run(|mut c| async move {
-                        redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut c).await
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async::<()>(&mut c)
+                            .await
                     })
                     .await?;
             }

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use tasklog_events::Position;
 use tasklog_events::RecordedEvent;
-use tasklog_events::domain::{Priority, Status, Task, TaskEvent, TaskId, TaskState, UserId, evolve};
+use tasklog_events::domain::{
+    Priority, Status, Task, TaskEvent, TaskId, TaskState, UserId, evolve,
+};
 
 /// A live task as the read model holds it: the domain's task and the version
 /// of the last event of its stream that was applied.

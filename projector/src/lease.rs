@@ -64,9 +64,7 @@ impl Lease {
         timing: LeaseTiming,
         shutdown: &CancellationToken,
     ) -> Option<Lease> {
-        let options: PgConnectOptions = (*db.connect_options())
-            .clone()
-            .application_name(holder);
+        let options: PgConnectOptions = (*db.connect_options()).clone().application_name(holder);
         let mut conn: Option<PgConnection> = None;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -190,18 +188,17 @@ pub struct Holder {
 /// # Errors
 /// When Postgres fails.
 pub async fn holder(db: &PgPool, key: i64) -> Result<Option<Holder>, sqlx::Error> {
-    let row: Option<(String, Option<String>, i32, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT coalesce(a.application_name, ''), a.client_addr::text, a.pid, a.backend_start \
+    let row: Option<(String, Option<String>, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT coalesce(a.application_name, ''), a.client_addr::text, a.pid, a.backend_start \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 \
              LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(db)
-        .await?;
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(
         |(application_name, client_addr, backend_pid, since)| Holder {
             application_name,

@@ -15,7 +15,9 @@ pub mod runner;
 pub mod schema;
 pub mod settings;
 pub mod startup;
+pub mod status;
 pub mod tasks;
+pub mod verify;
 
 pub use catch_up::catch_up;
 pub use error::ProjectorError;

@@ -34,7 +34,9 @@ use tasklog_platform::redis::RedisHandle;
 
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
-use crate::fold::{TaskEventAt, TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids};
+use crate::fold::{
+    TaskEventAt, TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids,
+};
 use crate::lease::REBUILD_LOCK;
 use crate::projection::{Projection, report_skipped};
 use crate::rows;
@@ -102,8 +104,10 @@ pub async fn rebuild(
 ) -> Result<RebuildReport, ProjectorError> {
     let started = Instant::now();
     migrate(db).await?;
-    let mut lock = (*db.connect_options()).clone().application_name("tasklog-projector rebuild");
-    let mut lock_conn = sqlx::ConnectOptions::connect(&mut lock).await?;
+    let lock = (*db.connect_options())
+        .clone()
+        .application_name("tasklog-projector rebuild");
+    let mut lock_conn = sqlx::ConnectOptions::connect(&lock).await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(REBUILD_LOCK)
         .fetch_one(&mut lock_conn)
@@ -137,7 +141,8 @@ async fn rebuild_locked(
 
     progress.phase("replaying the log");
     let replay_started = Instant::now();
-    let (mut map, mut position, events) = replay(store.clone(), options.total_hint, progress).await?;
+    let (mut map, mut position, events) =
+        replay(store.clone(), options.total_hint, progress).await?;
     let replay = replay_started.elapsed();
 
     progress.phase("loading rows (COPY)");
@@ -311,12 +316,15 @@ async fn apply_to_generation(
 
 /// Builds the new generation's indexes: the primary key first (it locks the
 /// table), then the rest on `parallelism` connections at once.
-async fn build_indexes(db: &PgPool, generation: i32, parallelism: usize) -> Result<(), ProjectorError> {
-    let statements: Vec<String> =
-        sqlx::query_scalar("SELECT readmodel.generation_indexes($1)")
-            .bind(generation)
-            .fetch_all(db)
-            .await?;
+async fn build_indexes(
+    db: &PgPool,
+    generation: i32,
+    parallelism: usize,
+) -> Result<(), ProjectorError> {
+    let statements: Vec<String> = sqlx::query_scalar("SELECT readmodel.generation_indexes($1)")
+        .bind(generation)
+        .fetch_all(db)
+        .await?;
     let mut statements = statements.into_iter();
     if let Some(primary_key) = statements.next() {
         let mut conn = db.acquire().await?;
@@ -424,7 +432,14 @@ async fn try_swap(
         .bind(generation)
         .execute(&mut *tx)
         .await?;
-    write_checkpoint(&mut tx, TasksCheckpoint { generation, position }).await?;
+    write_checkpoint(
+        &mut tx,
+        TasksCheckpoint {
+            generation,
+            position,
+        },
+    )
+    .await?;
     tx.commit().await?;
     overlay.merge_into(map);
     Ok(Some(position))
@@ -440,7 +455,10 @@ async fn drop_generations(db: &PgPool, keep: &[i32], wait: bool) -> Result<(), P
     .fetch_all(db)
     .await?;
     for table in tables {
-        let Some(generation) = table.strip_prefix("tasks_g").and_then(|g| g.parse::<i32>().ok()) else {
+        let Some(generation) = table
+            .strip_prefix("tasks_g")
+            .and_then(|g| g.parse::<i32>().ok())
+        else {
             continue;
         };
         if keep.contains(&generation) {
@@ -478,7 +496,10 @@ async fn rebuild_counts(
         .generation
         .strip_prefix('g')
         .and_then(|n| n.parse::<u64>().ok())
-        .map_or_else(|| format!("g{}", chrono::Utc::now().timestamp()), |n| format!("g{}", n + 1));
+        .map_or_else(
+            || format!("g{}", chrono::Utc::now().timestamp()),
+            |n| format!("g{}", n + 1),
+        );
     // A leftover of an interrupted rebuild must not add to the new one.
     counts.drop_generation(&next).await?;
     counts

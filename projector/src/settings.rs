@@ -73,10 +73,7 @@ impl Settings {
             event_store_url: event_store_url.map(SecretString::from),
             bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
             batch_size,
-            lease: LeaseTiming {
-                poll,
-                check: poll,
-            },
+            lease: LeaseTiming { poll, check: poll },
             lag_sample: env.millis("PROJECTOR_LAG_SAMPLE_MS", Duration::from_secs(2))?,
             instance: env.string("PROJECTOR_INSTANCE", &default_instance()),
             drain: DrainSettings {
@@ -117,7 +114,10 @@ mod tests {
             (&[("REDIS_URL", "http://x")], "REDIS_URL"),
             (&[("PROJECTOR_BATCH_SIZE", "0")], "PROJECTOR_BATCH_SIZE"),
             (&[("PROJECTOR_BATCH_SIZE", "lots")], "PROJECTOR_BATCH_SIZE"),
-            (&[("PROJECTOR_LEASE_POLL_MS", "0")], "PROJECTOR_LEASE_POLL_MS"),
+            (
+                &[("PROJECTOR_LEASE_POLL_MS", "0")],
+                "PROJECTOR_LEASE_POLL_MS",
+            ),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
         ];
         for (pairs, want) in cases {

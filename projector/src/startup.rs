@@ -54,12 +54,16 @@ pub fn metrics_handle() -> PrometheusHandle {
             let builder = builder
                 .set_buckets_for_metric(
                     Matcher::Full("projector_batch_apply_seconds".into()),
-                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
                 )
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("projector_batch_events".into()),
-                        &[1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+                        &[
+                            1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                        ],
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());

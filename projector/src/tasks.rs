@@ -74,7 +74,11 @@ pub async fn write_checkpoint(
     checkpoint: TasksCheckpoint,
 ) -> Result<(), ProjectorError> {
     let (commit, prepare) = to_db(checkpoint.position);
-    let commit_text = checkpoint.position.unwrap_or(Position::START).commit.to_string();
+    let commit_text = checkpoint
+        .position
+        .unwrap_or(Position::START)
+        .commit
+        .to_string();
     sqlx::query(
         "WITH moved AS ( \
              UPDATE readmodel.checkpoints \

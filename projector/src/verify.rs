@@ -136,9 +136,7 @@ fn show(p: Option<Position>) -> String {
     p.map_or_else(|| "(start)".to_owned(), |p| p.to_string())
 }
 
-async fn snapshot_rows(
-    db: &PgPool,
-) -> Result<(Option<Position>, Vec<StoredRow>), ProjectorError> {
+async fn snapshot_rows(db: &PgPool) -> Result<(Option<Position>, Vec<StoredRow>), ProjectorError> {
     let mut tx = db.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -200,7 +198,9 @@ fn compare_rows(expected: &HashMap<TaskId, TaskRow>, stored: &[StoredRow], out: 
         let id = TaskId(row.id);
         seen.insert(id);
         let Some(want) = expected.get(&id) else {
-            out.push(format!("task {id}: in the read model but not live in the log"));
+            out.push(format!(
+                "task {id}: in the read model but not live in the log"
+            ));
             continue;
         };
         let t = &want.task;
@@ -210,14 +210,22 @@ fn compare_rows(expected: &HashMap<TaskId, TaskRow>, stored: &[StoredRow], out: 
             }
         };
         field("owner_id", row.owner_id.to_string(), t.owner.to_string());
-        field("title", format!("{:?}", row.title), format!("{:?}", t.title.as_str()));
+        field(
+            "title",
+            format!("{:?}", row.title),
+            format!("{:?}", t.title.as_str()),
+        );
         field(
             "description",
             format!("{:?}", row.description),
             format!("{:?}", t.description.as_str()),
         );
         field("status", row.status.clone(), t.status.as_str().to_owned());
-        field("priority", row.priority.clone(), t.priority.as_str().to_owned());
+        field(
+            "priority",
+            row.priority.clone(),
+            t.priority.as_str().to_owned(),
+        );
         field(
             "priority_rank",
             row.priority_rank.to_string(),
@@ -230,7 +238,11 @@ fn compare_rows(expected: &HashMap<TaskId, TaskRow>, stored: &[StoredRow], out: 
         );
         let mut tags = row.tags.clone();
         tags.sort();
-        field("tags", format!("{tags:?}"), format!("{:?}", t.tags.to_strings()));
+        field(
+            "tags",
+            format!("{tags:?}"),
+            format!("{:?}", t.tags.to_strings()),
+        );
         field(
             "created_at",
             row.created_at.to_rfc3339(),
@@ -248,13 +260,17 @@ fn compare_rows(expected: &HashMap<TaskId, TaskRow>, stored: &[StoredRow], out: 
         );
         field("version", row.version.to_string(), want.version.to_string());
         if !row.search_ok {
-            out.push(format!("task {id}: search is not lower(title || ' ' || description)"));
+            out.push(format!(
+                "task {id}: search is not lower(title || ' ' || description)"
+            ));
         }
     }
     let mut missing: Vec<&TaskId> = expected.keys().filter(|id| !seen.contains(id)).collect();
     missing.sort();
     for id in missing {
-        out.push(format!("task {id}: live in the log but missing from the read model"));
+        out.push(format!(
+            "task {id}: live in the log but missing from the read model"
+        ));
     }
 }
 
@@ -286,7 +302,9 @@ fn compare_counts(
             let got = raw.map_or(Ok(0), |v| v.parse::<i64>());
             match got {
                 Ok(got) if got == want => {}
-                Ok(got) => out.push(format!("counts owner {owner}: {field}: stored {got}, log {want}")),
+                Ok(got) => out.push(format!(
+                    "counts owner {owner}: {field}: stored {got}, log {want}"
+                )),
                 Err(_) => out.push(format!(
                     "counts owner {owner}: {field}: stored {raw:?} is not a number, log {want}"
                 )),
