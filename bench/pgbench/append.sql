@@ -9,7 +9,7 @@ FROM eventlog.append_batch(
     ARRAY[1]::int[],
     ARRAY[gen_random_uuid()],
     ARRAY['TaskCreated']::text[],
-    ARRAY[1]::smallint[],
+    ARRAY[2]::smallint[],
     ARRAY[jsonb_build_object(
         'task_id', gen_random_uuid(), 'owner_id', '0190a1b2-0000-7000-8000-000000000001',
         'title', 'alpha bravo 12345', 'description', 'made by tasklog-bench',
