@@ -16,7 +16,8 @@
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
 # SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32),
-# ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,copy,list).
+# ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,copy,list),
+# APPEND_NOTIFY (1; 0 measures appends without the NOTIFY).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,10 +67,18 @@ run_pgbench() { # figure, clients, script, extra pgbench args...
 }
 
 # Applies a crate's migrations the way migrate_schema does: in their own schema.
+# APPEND_NOTIFY=0 drops the NOTIFY from the append functions, to measure what
+# it costs (a notifying transaction holds a database-wide lock through its
+# commit, so notifying commits cannot share a WAL flush).
 migrate() { # schema, directory
     psql_db -c "CREATE SCHEMA IF NOT EXISTS $1"
     for f in "$2"/*.sql; do
-        PGOPTIONS="-c search_path=$1,public" psql_db -f "$f"
+        if [ "${APPEND_NOTIFY:-1}" = 0 ]; then
+            sed 's/PERFORM pg_notify([^;]*;/NULL;/' "$f" > "$TMP/migration.sql"
+        else
+            cp "$f" "$TMP/migration.sql"
+        fi
+        PGOPTIONS="-c search_path=$1,public" psql_db -f "$TMP/migration.sql"
     done
 }
 
