@@ -129,7 +129,10 @@ impl ProjectionWatch {
                 Ok(Some(notification)) => match notification.payload().trim().parse::<u64>() {
                     Ok(position) => self.advance(position),
                     Err(_) => {
-                        tracing::warn!(payload = notification.payload(), "unreadable projection notification");
+                        tracing::warn!(
+                            payload = notification.payload(),
+                            "unreadable projection notification"
+                        );
                         self.resync().await;
                     }
                 },

@@ -123,7 +123,10 @@ mod tests {
             (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (&[("REDIS_URL", "http://x")], "REDIS_URL"),
-            (&[("MIN_POSITION_TIMEOUT_MS", "soon")], "MIN_POSITION_TIMEOUT_MS"),
+            (
+                &[("MIN_POSITION_TIMEOUT_MS", "soon")],
+                "MIN_POSITION_TIMEOUT_MS",
+            ),
             (
                 &[("MIN_POSITION_TIMEOUT_MS", "600000")],
                 "MIN_POSITION_TIMEOUT_MS",
@@ -142,7 +145,9 @@ mod tests {
     fn production_requires_a_shared_cursor_secret() {
         let env = Env::default();
         assert_eq!(
-            cursor_key(&env, Environment::Production).err().map(|e| e.name),
+            cursor_key(&env, Environment::Production)
+                .err()
+                .map(|e| e.name),
             Some("CURSOR_SECRET".to_owned())
         );
         assert!(cursor_key(&env, Environment::Development).is_ok());

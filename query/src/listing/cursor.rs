@@ -181,14 +181,21 @@ mod tests {
             ("due_at", SortValue::Time(None)),
             ("-due_at", SortValue::Time(Some(t))),
             ("priority", SortValue::Rank(3)),
-            ("-title", SortValue::Title("Ünïcode \"quoted\" title".into())),
+            (
+                "-title",
+                SortValue::Title("Ünïcode \"quoted\" title".into()),
+            ),
         ] {
             let keyset = Keyset {
                 value,
                 id: Uuid::now_v7(),
             };
             let cursor = key.encode(owner, sort(s), &keyset);
-            assert!(cursor.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+            assert!(
+                cursor
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            );
             assert_eq!(key.decode(owner, sort(s), &cursor).unwrap(), keyset, "{s}");
         }
     }
@@ -224,9 +231,19 @@ mod tests {
                 "{c}"
             );
         }
-        assert!(key.decode(Uuid::new_v4(), sort("priority"), &cursor).is_err());
-        assert!(CursorKey::random().decode(owner, sort("priority"), &cursor).is_err());
+        assert!(
+            key.decode(Uuid::new_v4(), sort("priority"), &cursor)
+                .is_err()
+        );
+        assert!(
+            CursorKey::random()
+                .decode(owner, sort("priority"), &cursor)
+                .is_err()
+        );
         let other_sort = key.decode(owner, sort("-priority"), &cursor).unwrap_err();
-        assert!(other_sort.to_string().contains("sort=priority"), "{other_sort}");
+        assert!(
+            other_sort.to_string().contains("sort=priority"),
+            "{other_sort}"
+        );
     }
 }

@@ -14,9 +14,10 @@ impl QueryParams {
     /// # Errors
     /// A 400 naming the first unknown parameter.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
         if let Some((name, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
             return Err(ApiError::bad_param(
                 name,
@@ -52,7 +53,9 @@ impl QueryParams {
     /// # Errors
     /// A 400 when repeated or not a time.
     pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        self.single(name)?.map(|raw| parse_time(name, raw)).transpose()
+        self.single(name)?
+            .map(|raw| parse_time(name, raw))
+            .transpose()
     }
 }
 
@@ -65,7 +68,9 @@ pub fn parse_time(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     let repaired = raw.trim_start().replace(' ', "+");
     DateTime::parse_from_rfc3339(&repaired)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::bad_param(name, "must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z"))
+        .map_err(|_| {
+            ApiError::bad_param(name, "must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z")
+        })
 }
 
 #[cfg(test)]
@@ -74,8 +79,12 @@ mod tests {
 
     #[test]
     fn repeated_and_comma_separated_values_are_one_list() {
-        let p = QueryParams::parse(Some("status=todo,done&status=in_progress"), &["status"]).unwrap();
-        assert_eq!(p.list("status").collect::<Vec<_>>(), ["todo", "done", "in_progress"]);
+        let p =
+            QueryParams::parse(Some("status=todo,done&status=in_progress"), &["status"]).unwrap();
+        assert_eq!(
+            p.list("status").collect::<Vec<_>>(),
+            ["todo", "done", "in_progress"]
+        );
     }
 
     #[test]

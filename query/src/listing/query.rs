@@ -142,7 +142,10 @@ impl ListQuery {
                 .ok()
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
                 .ok_or_else(|| {
-                    ApiError::bad_param("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+                    ApiError::bad_param(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    )
                 })?,
         };
         let paging = match (params.single("cursor")?, params.single("page")?) {
@@ -158,7 +161,7 @@ impl ListQuery {
                     .filter(|p| *p >= 1)
                     .ok_or_else(|| ApiError::bad_param("page", "must be a positive integer"))?,
             ),
-            (Some(c), None) if c.is_empty() => {
+            (Some(""), None) => {
                 return Err(ApiError::bad_param("cursor", "must not be empty"));
             }
             (cursor, None) => Paging::Cursor(cursor.map(str::to_owned)),
@@ -254,9 +257,21 @@ mod tests {
         assert_eq!(q.priorities, [Priority::Urgent]);
         assert_eq!(q.tags, ["home", "work"]);
         assert_eq!(q.q.as_deref(), Some("Milk run"));
-        assert_eq!(q.due_before.unwrap().to_rfc3339(), "2030-01-01T00:00:00+00:00");
-        assert_eq!(q.due_after.unwrap().to_rfc3339(), "2028-12-31T23:00:00+00:00");
-        assert_eq!(q.sort, Sort { field: SortField::Priority, descending: true });
+        assert_eq!(
+            q.due_before.unwrap().to_rfc3339(),
+            "2030-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            q.due_after.unwrap().to_rfc3339(),
+            "2028-12-31T23:00:00+00:00"
+        );
+        assert_eq!(
+            q.sort,
+            Sort {
+                field: SortField::Priority,
+                descending: true
+            }
+        );
         assert_eq!(q.limit, 100);
         assert_eq!(q.paging, Paging::Page(3));
         for s in ["created_at", "-updated_at", "due_at", "title", "-title"] {
@@ -272,7 +287,10 @@ mod tests {
             ("status=todo,", "status"),
             ("priority=critical", "priority"),
             ("tag=", "tag"),
-            ("tag=a%20very%20long%20tag%20that%20goes%20on%20and%20on", "tag"),
+            (
+                "tag=a%20very%20long%20tag%20that%20goes%20on%20and%20on",
+                "tag",
+            ),
             ("due_before=tomorrow", "due_before"),
             ("due_after=2030-01-01", "due_after"),
             ("sort=name", "sort"),

@@ -35,7 +35,10 @@ fn order_by(sort: Sort) -> String {
         (SortField::DueAt, true) => " NULLS FIRST",
         _ => "",
     };
-    format!(" ORDER BY {col} {dir}{nulls}, id {dir}", col = column(sort.field))
+    format!(
+        " ORDER BY {col} {dir}{nulls}, id {dir}",
+        col = column(sort.field)
+    )
 }
 
 /// `WHERE` with the owner and every filter of the query.
@@ -47,10 +50,14 @@ fn push_filters(b: &mut QueryBuilder<'static, Postgres>, owner: Uuid, q: &ListQu
     }
     if !q.priorities.is_empty() {
         let priorities: Vec<String> = q.priorities.iter().map(|p| p.as_str().to_owned()).collect();
-        b.push(" AND priority = ANY(").push_bind(priorities).push(")");
+        b.push(" AND priority = ANY(")
+            .push_bind(priorities)
+            .push(")");
     }
     if !q.tags.is_empty() {
-        b.push(" AND tags @> ").push_bind(q.tags.clone()).push("::text[]");
+        b.push(" AND tags @> ")
+            .push_bind(q.tags.clone())
+            .push("::text[]");
     }
     if let Some(text) = &q.q {
         // lower() in SQL, as the projector lower()s `search`: Rust and Postgres
@@ -83,9 +90,14 @@ pub(super) fn escape_like(text: &str) -> String {
 enum Branch {
     All,
     /// `(key, id) > | < (value, id)`; for `due_at` only with a non-NULL value.
-    After { value: SortValue, id: Uuid },
+    After {
+        value: SortValue,
+        id: Uuid,
+    },
     /// Undated tasks past `id`.
-    NullAfter { id: Uuid },
+    NullAfter {
+        id: Uuid,
+    },
     Null,
     NotNull,
 }
@@ -175,7 +187,10 @@ pub(super) fn keyset_page(
         }
     }
     if !single {
-        b.push(") AS page").push(&order).push(" LIMIT ").push_bind(limit);
+        b.push(") AS page")
+            .push(&order)
+            .push(" LIMIT ")
+            .push_bind(limit);
     }
     b
 }

@@ -66,10 +66,11 @@ pub async fn list(
     after: Option<&Keyset>,
 ) -> Result<Page, sqlx::Error> {
     let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-    let mut tasks: Vec<TaskView> = list_sql::keyset_page("", owner, q, after, i64::from(q.limit) + 1)
-        .build_query_as()
-        .fetch_all(db)
-        .await?;
+    let mut tasks: Vec<TaskView> =
+        list_sql::keyset_page("", owner, q, after, i64::from(q.limit) + 1)
+            .build_query_as()
+            .fetch_all(db)
+            .await?;
     let next = if tasks.len() > limit {
         tasks.truncate(limit);
         tasks.last().map(|t| t.keyset(q.sort.field))
@@ -124,10 +125,22 @@ pub async fn explain_list(
         Paging::Page(page) => {
             let offset = i64::from(page - 1) * i64::from(q.limit);
             statements.push(list_sql::count(EXPLAIN, owner, q));
-            statements.push(list_sql::numbered_page(EXPLAIN, owner, q, i64::from(q.limit), offset));
+            statements.push(list_sql::numbered_page(
+                EXPLAIN,
+                owner,
+                q,
+                i64::from(q.limit),
+                offset,
+            ));
         }
         Paging::Cursor(_) => {
-            statements.push(list_sql::keyset_page(EXPLAIN, owner, q, after, i64::from(q.limit) + 1));
+            statements.push(list_sql::keyset_page(
+                EXPLAIN,
+                owner,
+                q,
+                after,
+                i64::from(q.limit) + 1,
+            ));
         }
     }
     let mut plans = Vec::new();

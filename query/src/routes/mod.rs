@@ -1,7 +1,7 @@
 //! Every route of the service, merged in one place.
 
-mod path;
 pub(crate) mod openapi;
+mod path;
 pub(crate) mod stats;
 pub(crate) mod tasks;
 

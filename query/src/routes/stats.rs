@@ -26,7 +26,10 @@ pub fn router() -> Router<AppState> {
         (status = 400, description = "bad X-Min-Position", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres down, or X-Min-Position not reached in time", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn stats(reader: Reader, State(app): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn stats(
+    reader: Reader,
+    State(app): State<AppState>,
+) -> Result<Response, ApiError> {
     let stats = read_model::stats(&app.db, &app.redis, reader.user).await?;
     let source = HeaderValue::from_static(stats.source);
     let mut response = Json(stats).into_response();

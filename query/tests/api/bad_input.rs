@@ -14,7 +14,7 @@ async fn each_invalid_list_parameter_is_a_400_naming_it() {
         ("status=todo,,done", "status"),
         ("priority=critical", "priority"),
         ("tag=", "tag"),
-        ("tag=a-tag-of-thirty-three-characters", "tag"),
+        ("tag=a-tag-of-thirty-three-characterss", "tag"),
         ("q=%00", "q"),
         ("due_before=tomorrow", "due_before"),
         ("due_after=2030-02-30T00:00:00Z", "due_after"),
@@ -31,14 +31,28 @@ async fn each_invalid_list_parameter_is_a_400_naming_it() {
         ("frobnicate=1", "frobnicate"),
     ];
     for (query, name) in cases {
-        let response = app.get(&alice, &format!("/v1/tasks?{query}")).send().await.unwrap();
+        let response = app
+            .get(&alice, &format!("/v1/tasks?{query}"))
+            .send()
+            .await
+            .unwrap();
         let body = problem(response, StatusCode::BAD_REQUEST).await;
         assert_eq!(field(&body), name, "?{query}: {body}");
-        assert!(body["detail"].as_str().unwrap().contains(name), "?{query}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(name),
+            "?{query}: {body}"
+        );
     }
     let long = "x".repeat(201);
-    let response = app.get(&alice, &format!("/v1/tasks?q={long}")).send().await.unwrap();
-    assert_eq!(field(&problem(response, StatusCode::BAD_REQUEST).await), "q");
+    let response = app
+        .get(&alice, &format!("/v1/tasks?q={long}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        field(&problem(response, StatusCode::BAD_REQUEST).await),
+        "q"
+    );
 }
 
 #[tokio::test]
@@ -52,7 +66,12 @@ async fn tampered_foreign_and_cross_sort_cursors_are_400s() {
     let page = app.json(&alice, "/v1/tasks?sort=title&limit=1").await;
     let cursor = page["next_cursor"].as_str().unwrap().to_owned();
     // The cursor works as issued.
-    let next = app.json(&alice, &format!("/v1/tasks?sort=title&limit=1&cursor={cursor}")).await;
+    let next = app
+        .json(
+            &alice,
+            &format!("/v1/tasks?sort=title&limit=1&cursor={cursor}"),
+        )
+        .await;
     assert_eq!(next["tasks"][0]["title"], "t1");
 
     let (payload, tag) = cursor.split_once('.').unwrap();
@@ -72,23 +91,39 @@ async fn tampered_foreign_and_cross_sort_cursors_are_400s() {
             .send()
             .await
             .unwrap();
-        assert_eq!(field(&problem(response, StatusCode::BAD_REQUEST).await), "cursor", "{c}");
+        assert_eq!(
+            field(&problem(response, StatusCode::BAD_REQUEST).await),
+            "cursor",
+            "{c}"
+        );
     }
     // Another sort, or another user, cannot use it.
     let response = app
-        .get(&alice, &format!("/v1/tasks?sort=-title&limit=1&cursor={cursor}"))
+        .get(
+            &alice,
+            &format!("/v1/tasks?sort=-title&limit=1&cursor={cursor}"),
+        )
         .send()
         .await
         .unwrap();
     let body = problem(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(field(&body), "cursor");
-    assert!(body["detail"].as_str().unwrap().contains("sort=title"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("sort=title"),
+        "{body}"
+    );
     let response = app
-        .get(&user(), &format!("/v1/tasks?sort=title&limit=1&cursor={cursor}"))
+        .get(
+            &user(),
+            &format!("/v1/tasks?sort=title&limit=1&cursor={cursor}"),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(field(&problem(response, StatusCode::BAD_REQUEST).await), "cursor");
+    assert_eq!(
+        field(&problem(response, StatusCode::BAD_REQUEST).await),
+        "cursor"
+    );
 }
 
 #[tokio::test]
@@ -100,13 +135,28 @@ async fn bad_as_of_and_unknown_detail_parameters_are_400s_and_a_non_uuid_id_is_a
     for (query, name) in [
         ("as_of=yesterday", "as_of"),
         ("as_of=2030-01-01", "as_of"),
-        ("as_of=2030-01-01T00:00:00Z&as_of=2030-01-01T00:00:00Z", "as_of"),
+        (
+            "as_of=2030-01-01T00:00:00Z&as_of=2030-01-01T00:00:00Z",
+            "as_of",
+        ),
         ("version=3", "version"),
     ] {
-        let response = app.get(&alice, &format!("/v1/tasks/{id}?{query}")).send().await.unwrap();
-        assert_eq!(field(&problem(response, StatusCode::BAD_REQUEST).await), name, "{query}");
+        let response = app
+            .get(&alice, &format!("/v1/tasks/{id}?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            field(&problem(response, StatusCode::BAD_REQUEST).await),
+            name,
+            "{query}"
+        );
     }
-    for path in ["/v1/tasks/not-a-uuid", "/v1/tasks/not-a-uuid/history", "/v1/nothing"] {
+    for path in [
+        "/v1/tasks/not-a-uuid",
+        "/v1/tasks/not-a-uuid/history",
+        "/v1/nothing",
+    ] {
         let response = app.get(&alice, path).send().await.unwrap();
         problem(response, StatusCode::NOT_FOUND).await;
     }

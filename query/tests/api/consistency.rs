@@ -14,7 +14,12 @@ fn position(response: &reqwest::Response) -> u64 {
         .unwrap()
 }
 
-async fn with_min(app: &TestApp, who: &crate::helpers::User, path: &str, min: u64) -> reqwest::Response {
+async fn with_min(
+    app: &TestApp,
+    who: &crate::helpers::User,
+    path: &str,
+    min: u64,
+) -> reqwest::Response {
     app.get(who, path)
         .header("x-min-position", min.to_string())
         .send()
@@ -29,12 +34,20 @@ async fn a_read_right_after_a_write_sees_it_with_x_min_position() {
     let (id, ack) = app.create(&alice, NewTask::titled("fresh")).await;
     app.project().await;
     let min = ack.position.commit;
-    for path in [format!("/v1/tasks/{id}"), "/v1/tasks".to_owned(), "/v1/stats".to_owned()] {
+    for path in [
+        format!("/v1/tasks/{id}"),
+        "/v1/tasks".to_owned(),
+        "/v1/stats".to_owned(),
+    ] {
         let response = with_min(&app, &alice, &path, min).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert!(position(&response) >= min, "{path}");
     }
-    let list: serde_json::Value = with_min(&app, &alice, "/v1/tasks", min).await.json().await.unwrap();
+    let list: serde_json::Value = with_min(&app, &alice, "/v1/tasks", min)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["tasks"][0]["id"], id.to_string());
 }
 
@@ -69,7 +82,12 @@ async fn a_position_not_reached_in_time_is_a_503_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(position(&response), reached);
     let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert!(body["detail"].as_str().unwrap().contains(&unprojected.position.commit.to_string()));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&unprojected.position.commit.to_string())
+    );
     let response = with_min(&app, &alice, "/v1/stats", u64::MAX).await;
     problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
 }
@@ -85,7 +103,11 @@ async fn a_bad_x_min_position_is_a_400_and_anonymous_callers_never_wait() {
             .send()
             .await
             .unwrap();
-        assert_eq!(field(&problem(response, StatusCode::BAD_REQUEST).await), "X-Min-Position", "{bad:?}");
+        assert_eq!(
+            field(&problem(response, StatusCode::BAD_REQUEST).await),
+            "X-Min-Position",
+            "{bad:?}"
+        );
     }
     // Without a token: 401 at once, though the position is far away.
     let response = app
@@ -110,7 +132,10 @@ async fn every_response_carries_the_projection_position() {
         (format!("/v1/tasks/{id}/history"), StatusCode::OK),
         ("/v1/stats".to_owned(), StatusCode::OK),
         ("/v1/tasks?limit=0".to_owned(), StatusCode::BAD_REQUEST),
-        (format!("/v1/tasks/{}", uuid::Uuid::now_v7()), StatusCode::NOT_FOUND),
+        (
+            format!("/v1/tasks/{}", uuid::Uuid::now_v7()),
+            StatusCode::NOT_FOUND,
+        ),
         ("/v1/unknown".to_owned(), StatusCode::NOT_FOUND),
         ("/health/live".to_owned(), StatusCode::OK),
         ("/openapi.json".to_owned(), StatusCode::OK),
@@ -145,8 +170,16 @@ async fn the_listener_recovers_when_its_connection_is_killed() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(killed, [true]);
-    let (id, ack) = app.create(&alice, NewTask::titled("after the outage")).await;
+    let (id, ack) = app
+        .create(&alice, NewTask::titled("after the outage"))
+        .await;
     app.project().await;
-    let response = with_min(&app, &alice, &format!("/v1/tasks/{id}"), ack.position.commit).await;
+    let response = with_min(
+        &app,
+        &alice,
+        &format!("/v1/tasks/{id}"),
+        ack.position.commit,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
 }

@@ -16,11 +16,18 @@ async fn a_task_comes_with_its_version_as_etag_and_if_none_match_gives_304() {
     spec.tags = vec!["Home".into()];
     spec.priority = Priority::Urgent;
     let (id, _) = app.create(&alice, spec).await;
-    let patch = TaskPatch { status: Some(Status::Done), ..TaskPatch::default() };
+    let patch = TaskPatch {
+        status: Some(Status::Done),
+        ..TaskPatch::default()
+    };
     app.update(&alice, id, patch, Utc::now()).await;
     app.project().await;
 
-    let response = app.get(&alice, &format!("/v1/tasks/{id}")).send().await.unwrap();
+    let response = app
+        .get(&alice, &format!("/v1/tasks/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["etag"], "\"1\"");
     let task: serde_json::Value = response.json().await.unwrap();
@@ -73,7 +80,10 @@ async fn as_of_folds_the_log_up_to_the_instant() {
     app.project().await;
 
     let at = |instant: chrono::DateTime<Utc>| {
-        format!("/v1/tasks/{id}?as_of={}", instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        format!(
+            "/v1/tasks/{id}?as_of={}",
+            instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
     };
     // Before creation, and after deletion: 404.
     for instant in [t(-1), t(30), t(31)] {
@@ -81,7 +91,14 @@ async fn as_of_folds_the_log_up_to_the_instant() {
         problem(response, StatusCode::NOT_FOUND).await;
     }
     // Now: deleted.
-    problem(app.get(&alice, &format!("/v1/tasks/{id}")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(
+        app.get(&alice, &format!("/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     let response = app.get(&alice, &at(t(0))).send().await.unwrap();
     assert_eq!(response.headers()["etag"], "\"0\"");
@@ -120,7 +137,10 @@ async fn history_lists_every_event_oldest_first_even_after_deletion() {
     let app = spawn_app().await;
     let alice = user();
     let (id, created) = app.create(&alice, NewTask::titled("T")).await;
-    let patch = TaskPatch { priority: Some(Priority::High), ..TaskPatch::default() };
+    let patch = TaskPatch {
+        priority: Some(Priority::High),
+        ..TaskPatch::default()
+    };
     let changed = app.update(&alice, id, patch, Utc::now()).await;
     let deleted = app.delete(&alice, id, Utc::now()).await;
     app.project().await;
@@ -143,10 +163,17 @@ async fn history_lists_every_event_oldest_first_even_after_deletion() {
     assert_eq!(events[1]["data"]["to"], "high");
     assert_eq!(events[2]["data"]["priority"], "high");
 
-    let response = app.get(&user(), &format!("/v1/tasks/{id}/history")).send().await.unwrap();
+    let response = app
+        .get(&user(), &format!("/v1/tasks/{id}/history"))
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::NOT_FOUND).await;
     let response = app
-        .get(&alice, &format!("/v1/tasks/{}/history", uuid::Uuid::now_v7()))
+        .get(
+            &alice,
+            &format!("/v1/tasks/{}/history", uuid::Uuid::now_v7()),
+        )
         .send()
         .await
         .unwrap();
@@ -169,7 +196,11 @@ async fn another_users_task_is_a_404_on_every_endpoint() {
         let body = problem(response, StatusCode::NOT_FOUND).await;
         assert!(!body.to_string().contains("secret"));
         // Alice sees it.
-        assert_eq!(app.get(&alice, &path).send().await.unwrap().status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            app.get(&alice, &path).send().await.unwrap().status(),
+            StatusCode::OK,
+            "{path}"
+        );
     }
     let list = app.json(&mallory, "/v1/tasks?q=secret").await;
     assert_eq!(list["tasks"], json!([]));

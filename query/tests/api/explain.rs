@@ -14,7 +14,10 @@ use uuid::Uuid;
 use crate::fixture;
 
 fn env_or(name: &str, default: i64) -> i64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `rows` tasks spread evenly over `owners`, with every column varied.
@@ -38,17 +41,30 @@ async fn seed(db: &PgPool, rows: i64, owners: i64) {
     .execute(db)
     .await
     .unwrap();
-    sqlx::raw_sql("VACUUM ANALYZE readmodel.tasks").execute(db).await.unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE readmodel.tasks")
+        .execute(db)
+        .await
+        .unwrap();
 }
 
 fn indexes(plan: &str) -> BTreeSet<String> {
     plan.split(['\n'])
         .filter_map(|line| {
             let line = line.trim_start_matches([' ', '-', '>']);
-            ["Index Scan using ", "Index Only Scan using ", "Bitmap Index Scan on ", "Index Scan Backward using "]
-                .iter()
-                .find_map(|p| line.split_once(p).map(|(_, rest)| rest))
-                .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_owned())
+            [
+                "Index Scan using ",
+                "Index Only Scan using ",
+                "Bitmap Index Scan on ",
+                "Index Scan Backward using ",
+            ]
+            .iter()
+            .find_map(|p| line.split_once(p).map(|(_, rest)| rest))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
         })
         .collect()
 }
@@ -63,8 +79,16 @@ async fn every_list_query_plan_uses_an_index() {
     let mut conn = db.pool().acquire().await.unwrap();
 
     let sorts = [
-        "created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority",
-        "-priority", "title", "-title",
+        "created_at",
+        "-created_at",
+        "updated_at",
+        "-updated_at",
+        "due_at",
+        "-due_at",
+        "priority",
+        "-priority",
+        "title",
+        "-title",
     ];
     let filters = [
         "",
@@ -93,21 +117,38 @@ async fn every_list_query_plan_uses_an_index() {
             }
             // Undated rows sort at one end: plan a cursor sitting among them too.
             if sort.ends_with("due_at") && filter.is_empty() {
-                let undated = ListQuery::parse(Some(&format!("sort={sort}&limit=100&{filter}"))).unwrap();
-                let rows = read_model::list(&mut *conn, owner, &undated, None).await.unwrap();
+                let undated =
+                    ListQuery::parse(Some(&format!("sort={sort}&limit=100&{filter}"))).unwrap();
+                let rows = read_model::list(&mut *conn, owner, &undated, None)
+                    .await
+                    .unwrap();
                 if let Some(t) = rows.tasks.iter().find(|t| t.due_at.is_none()) {
                     afters.push(Some(t.keyset(q.sort.field)));
                 }
             }
             for after in &afters {
-                for plan in read_model::explain_list(&mut conn, owner, &q, after.as_ref()).await.unwrap() {
-                    assert!(!plan.contains("Seq Scan"), "?{query} (cursor: {}):\n{plan}", after.is_some());
-                    report.push(format!("{query} cursor={} -> {:?}", after.is_some(), indexes(&plan)));
+                for plan in read_model::explain_list(&mut conn, owner, &q, after.as_ref())
+                    .await
+                    .unwrap()
+                {
+                    assert!(
+                        !plan.contains("Seq Scan"),
+                        "?{query} (cursor: {}):\n{plan}",
+                        after.is_some()
+                    );
+                    report.push(format!(
+                        "{query} cursor={} -> {:?}",
+                        after.is_some(),
+                        indexes(&plan)
+                    ));
                 }
             }
             let mut paged = q.clone();
             paged.paging = Paging::Page(3);
-            for plan in read_model::explain_list(&mut conn, owner, &paged, None).await.unwrap() {
+            for plan in read_model::explain_list(&mut conn, owner, &paged, None)
+                .await
+                .unwrap()
+            {
                 assert!(!plan.contains("Seq Scan"), "?{query}&page=3:\n{plan}");
                 report.push(format!("{query}&page=3 -> {:?}", indexes(&plan)));
             }

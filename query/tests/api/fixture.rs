@@ -97,9 +97,9 @@ pub async fn catch_up(
                 .into_iter()
                 .filter(|r| r.recorded.position <= last)
                 .collect();
-            let state = records
-                .iter()
-                .fold(TaskState::Absent, |s, r| tasklog_events::domain::evolve(s, &r.event));
+            let state = records.iter().fold(TaskState::Absent, |s, r| {
+                tasklog_events::domain::evolve(s, &r.event)
+            });
             let version = records.last().map_or(0, |r| r.recorded.version);
             match state {
                 TaskState::Live(t) => {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tasklog_events::domain::{
-    CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch,
-    TaskTitle, UserId, decide,
+    CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch, TaskTitle,
+    UserId, decide,
 };
 use tasklog_events::store::postgres::PgEventStore;
 use tasklog_events::task_stream::{load, to_new_event};
@@ -33,10 +33,14 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 });
 
 static SIGNER: LazyLock<Arc<TokenSigner>> = LazyLock::new(|| {
-    JwtKeys::from_env(&Env::default(), Environment::Development, KeyUse::SignAndVerify)
-        .expect("development keys")
-        .signer
-        .expect("a signer")
+    JwtKeys::from_env(
+        &Env::default(),
+        Environment::Development,
+        KeyUse::SignAndVerify,
+    )
+    .expect("development keys")
+    .signer
+    .expect("a signer")
 });
 
 pub struct TestApp {
@@ -92,7 +96,9 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
     store.migrate().await.expect("event log schema");
-    fixture::migrate(db.pool()).await.expect("read model schema");
+    fixture::migrate(db.pool())
+        .await
+        .expect("read model schema");
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
@@ -158,19 +164,42 @@ impl TestApp {
             at: task.at,
         });
         let events = decide(&tasklog_events::domain::TaskState::Absent, command).expect("create");
-        let outcome = self.append(user, id, ExpectedVersion::NoStream, &events).await;
+        let outcome = self
+            .append(user, id, ExpectedVersion::NoStream, &events)
+            .await;
         (id.0, outcome)
     }
 
     /// Appends the events of a patch made at `at`.
-    pub async fn update(&self, user: &User, id: Uuid, patch: TaskPatch, at: DateTime<Utc>) -> AppendOutcome {
-        self.command(user, id, TaskCommand::Update { actor: UserId(user.id), patch, at })
-            .await
+    pub async fn update(
+        &self,
+        user: &User,
+        id: Uuid,
+        patch: TaskPatch,
+        at: DateTime<Utc>,
+    ) -> AppendOutcome {
+        self.command(
+            user,
+            id,
+            TaskCommand::Update {
+                actor: UserId(user.id),
+                patch,
+                at,
+            },
+        )
+        .await
     }
 
     pub async fn delete(&self, user: &User, id: Uuid, at: DateTime<Utc>) -> AppendOutcome {
-        self.command(user, id, TaskCommand::Delete { actor: UserId(user.id), at })
-            .await
+        self.command(
+            user,
+            id,
+            TaskCommand::Delete {
+                actor: UserId(user.id),
+                at,
+            },
+        )
+        .await
     }
 
     async fn command(&self, user: &User, id: Uuid, command: TaskCommand) -> AppendOutcome {

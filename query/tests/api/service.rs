@@ -35,7 +35,9 @@ async fn every_endpoint_needs_a_valid_token() {
             app.client.get(&url),
             app.client.get(&url).bearer_auth("not-a-jwt"),
             app.client.get(&url).bearer_auth(&foreign),
-            app.client.get(&url).header("authorization", format!("Basic {}", alice.token)),
+            app.client
+                .get(&url)
+                .header("authorization", format!("Basic {}", alice.token)),
         ] {
             let response = request.send().await.unwrap();
             assert_eq!(response.headers()["www-authenticate"], "Bearer", "{path}");
@@ -57,7 +59,12 @@ async fn health_readiness_and_the_openapi_document() {
 
     let doc: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/v1/tasks", "/v1/tasks/{id}", "/v1/tasks/{id}/history", "/v1/stats"] {
+    for path in [
+        "/v1/tasks",
+        "/v1/tasks/{id}",
+        "/v1/tasks/{id}/history",
+        "/v1/stats",
+    ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
     let params: Vec<&str> = doc["paths"]["/v1/tasks"]["get"]["parameters"]
@@ -66,7 +73,18 @@ async fn health_readiness_and_the_openapi_document() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["status", "priority", "tag", "q", "due_before", "due_after", "sort", "limit", "cursor", "page"] {
+    for name in [
+        "status",
+        "priority",
+        "tag",
+        "q",
+        "due_before",
+        "due_after",
+        "sort",
+        "limit",
+        "cursor",
+        "page",
+    ] {
         assert!(params.contains(&name), "{name}");
     }
 }
@@ -83,10 +101,25 @@ async fn a_missing_read_model_is_a_503_and_not_ready_never_a_500() {
         let response = app.get(&alice, path).send().await.unwrap();
         problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     }
-    let response = app.get(&alice, &format!("/v1/tasks/{}", uuid::Uuid::now_v7())).send().await.unwrap();
+    let response = app
+        .get(&alice, &format!("/v1/tasks/{}", uuid::Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
-    let ready = app.client.get(format!("{}/health/ready", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = ready.json().await.unwrap();
-    assert!(body["checks"]["postgres"].as_str().unwrap().contains("readmodel.tasks"), "{body}");
+    assert!(
+        body["checks"]["postgres"]
+            .as_str()
+            .unwrap()
+            .contains("readmodel.tasks"),
+        "{body}"
+    );
 }

@@ -44,7 +44,10 @@ fn expected() -> Value {
 async fn stats(app: &TestApp, who: &User) -> (String, Value) {
     let response = app.get(who, "/v1/stats").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let source = response.headers()["x-stats-source"].to_str().unwrap().to_owned();
+    let source = response.headers()["x-stats-source"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     (source, response.json().await.unwrap())
 }
 
@@ -76,8 +79,16 @@ async fn stats_fall_back_to_postgres_when_redis_is_behind() {
     seed(&app, &alice).await;
     app.project().await;
     let extra = app.create(&alice, NewTask::titled("new")).await.0;
-    app.update(&alice, extra, TaskPatch { status: Some(Status::Done), ..TaskPatch::default() }, Utc::now())
-        .await;
+    app.update(
+        &alice,
+        extra,
+        TaskPatch {
+            status: Some(Status::Done),
+            ..TaskPatch::default()
+        },
+        Utc::now(),
+    )
+    .await;
     app.project_postgres_only().await;
     let (source, body) = stats(&app, &alice).await;
     assert_eq!(source, "postgres");
@@ -91,17 +102,36 @@ async fn stats_fall_back_to_postgres_when_redis_is_behind() {
 
 #[tokio::test]
 async fn stats_fall_back_to_postgres_when_redis_is_unreachable_or_has_no_counts() {
-    let app = spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:1"), ("REDIS_TIMEOUT_MS", "200")]).await;
+    let app = spawn_app_with(&[
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("REDIS_TIMEOUT_MS", "200"),
+    ])
+    .await;
     let alice = user();
     seed(&app, &alice).await;
     app.project().await;
-    assert_eq!(stats(&app, &alice).await, ("postgres".to_owned(), expected()));
-    let response = app.client.get(format!("{}/health/ready", app.address)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "Redis is not needed to serve");
+    assert_eq!(
+        stats(&app, &alice).await,
+        ("postgres".to_owned(), expected())
+    );
+    let response = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "Redis is not needed to serve"
+    );
 
     let app = spawn_app().await;
     seed(&app, &alice).await;
     app.project_postgres_only().await;
-    assert_eq!(stats(&app, &alice).await, ("postgres".to_owned(), expected()));
+    assert_eq!(
+        stats(&app, &alice).await,
+        ("postgres".to_owned(), expected())
+    );
     assert_eq!(stats(&app, &user()).await.1["total"], 0);
 }
