@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every figure of the README table in one session: each Tasklog run, then the
+# machine's limit for it, one right after the other so both see the same
+# neighbours. The services must be running (bench/README.md says how), with
+# their pids in COMMAND_PID, QUERY_PID and PROJECTOR_PID for the memory figures.
+# Results: one JSON file per run in OUT (default bench-results/), and a summary
+# of the figures on stdout.
+#
+#   COMMAND_PID=.. QUERY_PID=.. PROJECTOR_PID=.. bench/figures.sh
+#
+# Environment: BENCH (target/release/tasklog-bench), DURATION (30s),
+# SECONDS_EACH (30, pgbench), ROWS (200000) and OWNERS (2000) for COPY, the
+# list query and the rebuild, ONLY (create,patch,list,lag,mixed,rebuild).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH=${BENCH:-target/release/tasklog-bench}
+DURATION=${DURATION:-30s}
+export SECONDS_EACH=${SECONDS_EACH:-30}
+export ROWS=${ROWS:-200000} OWNERS=${OWNERS:-2000}
+ONLY=${ONLY:-create,patch,list,lag,mixed,rebuild}
+OUT=${OUT:-bench-results}
+mkdir -p "$OUT"
+
+say() { printf '==> %s\n' "$*" >&2; }
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+rss=()
+for name in command query projector; do
+    var="${name^^}_PID"
+    [ -n "${!var:-}" ] && rss+=(--rss "$name=${!var}")
+done
+load() { # name, then load arguments
+    local name=$1; shift
+    say "tasklog-bench load $*"
+    "$BENCH" load "$@" "${rss[@]}" --json > "$OUT/$name.json"
+}
+figure() { # file, python expression over r (the report)
+    python3 -c "import json,sys; r=json.load(open('$1')); print($2)"
+}
+
+if wants create; then
+    load create32 create --users 64 --connections 32 --duration "$DURATION"
+    ONLY=append APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
+    figure "$OUT/create32.json" "'creates/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
+    grep pgbench_append "$OUT/limits-append.jsonl"
+fi
+
+if wants patch; then
+    load patch32 patch --users 64 --connections 32 --duration "$DURATION"
+    figure "$OUT/patch32.json" "'patches/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'expected 412', r['total']['expected_conflicts'], 'errors', r['total']['errors']"
+fi
+
+if wants list; then
+    load list64 list --users 64 --connections 64 --duration "$DURATION"
+    ONLY=copy,list bench/limits.sh > "$OUT/limits-list.jsonl"
+    figure "$OUT/list64.json" "'list pages/s at 64 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
+    grep -E 'pgbench_list|copy' "$OUT/limits-list.jsonl"
+fi
+
+if wants lag; then
+    max=$(python3 -c "import json; print(json.load(open('$OUT/create32.json'))['total']['throughput_per_s'])")
+    rate=$(python3 -c "print(max(1, round($max / 2)))")
+    load lag lag --users 64 --rate "$rate" --duration "$DURATION"
+    figure "$OUT/lag.json" "'lag at', $rate, 'creates/s: p50', r['lag']['lag_ms']['p50'], 'p99', r['lag']['lag_ms']['p99'], 'max', r['lag']['lag_ms']['max'], 'unresolved', r['lag']['unresolved'], 'poll ms', r['lag'].get('poll_interval_ms')"
+fi
+
+if wants mixed; then
+    load mixed64 mixed --users 64 --connections 64 --duration "$DURATION"
+    figure "$OUT/mixed64.json" "'mixed req/s at 64 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
+fi
+
+if wants rebuild; then
+    bench/rebuild.sh > "$OUT/rebuild.jsonl"
+    cat "$OUT/rebuild.jsonl"
+fi
+
+say "memory (VmHWM) at the end"
+for f in "$OUT"/*.json; do
+    figure "$f" "'$(basename "$f" .json)', {k: round(v['peak_kib'] / 1024, 1) for k, v in r['rss'].items()}, 'MiB peak; load', r['machine']['loadavg']"
+done
