@@ -341,3 +341,29 @@ async fn two_instances_racing_on_one_stream_let_exactly_one_win() {
     }
     assert_eq!(first.read_stream(&s, 0, None).await.unwrap().len(), 11);
 }
+
+/// Appends notify after their commit (migration 0003): a subscriber that would
+/// not poll for an hour still gets the event, woken by the notification.
+#[tokio::test]
+async fn a_subscriber_is_woken_by_the_notification_after_an_append() {
+    use futures::StreamExt;
+
+    let (_db, store) = store().await;
+    let store = store.with_poll_interval(std::time::Duration::from_secs(3600));
+    let mut sub = store.subscribe_all(None);
+    let first = tokio::spawn(async move { sub.next().await });
+    // Let the subscriber find the log empty and settle into waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let s = stream();
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(60), first)
+        .await
+        .expect("woken long before the hour-long poll")
+        .unwrap()
+        .expect("the subscription goes on")
+        .unwrap();
+    assert_eq!(batch[0].stream_id, s);
+}

@@ -1,6 +1,7 @@
 //! Group commit: appends waiting at the same moment go to Postgres as one
-//! batch in one transaction (one fsync, one NOTIFY), each with its own
-//! expected-version check and its own result.
+//! batch in one transaction (one fsync), each with its own expected-version
+//! check and its own result; one NOTIFY follows the commit (migration 0003
+//! says why it is not inside the transaction).
 //!
 //! A few worker tasks take turns: each takes every append queued so far and
 //! commits them together, so under load batches grow by themselves and with
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{AppendRow, is_unique_violation, outcome_of, to_i64};
+use super::{AppendRow, NOTIFY_CHANNEL, is_unique_violation, outcome_of, to_i64};
 use crate::store::{AppendOutcome, ExpectedVersion, NewEvent, StoreError};
 
 /// Appends that lose a race on a version retry this often before giving up.
@@ -105,9 +106,26 @@ async fn worker(
     }
 }
 
+/// Wakes subscribers after a commit. A failure only delays them until their
+/// next poll, so it is logged and not reported to the appenders.
+async fn notify(pool: &PgPool) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(error = %e, "could not notify subscribers; they will poll");
+    }
+}
+
 async fn commit(pool: &PgPool, batch: Vec<Pending>) {
     match append_batch(pool, &batch).await {
         Ok(rows) if rows.len() == batch.len() => {
+            // Before the replies, so a client that reads its write at once
+            // finds subscribers already woken.
+            if rows.iter().any(|r| r.outcome == "appended") {
+                notify(pool).await;
+            }
             for (pending, row) in batch.into_iter().zip(rows) {
                 let _ = pending.reply.send(outcome_of(row, pending.expected));
             }
@@ -149,6 +167,9 @@ async fn append_alone(pool: &PgPool, pending: &Pending) -> Result<AppendOutcome,
                 let row = rows
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?;
+                if row.outcome == "appended" {
+                    notify(pool).await;
+                }
                 return outcome_of(row, pending.expected);
             }
             // Another appender took the same version or id first; now that it
