@@ -68,16 +68,22 @@ pub(super) async fn read_committed(
 
 /// True when committed events lie beyond `after` but are held back by an older
 /// transaction still running: worth looking again soon rather than at the next poll.
+///
+/// `ORDER BY ... LIMIT 1`, not `EXISTS`: the planner cannot estimate the row
+/// comparison, guesses that most rows match and scans the whole table for
+/// `EXISTS` (9 to 215 ms at 180k events, the top consumer of Postgres CPU in a
+/// read-only benchmark); the ordered form walks `events_log_order` (0.08 ms).
 async fn held_back(pool: &PgPool, after: Position) -> bool {
-    sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM eventlog.events \
-         WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2))",
+    sqlx::query_scalar::<_, i32>(
+        "SELECT 1 FROM eventlog.events \
+         WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2) \
+         ORDER BY tx_id, position LIMIT 1",
     )
     .bind(to_i64(after.commit))
     .bind(to_i64(after.prepare))
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
-    .unwrap_or(false)
+    .is_ok_and(|row| row.is_some())
 }
 
 const BATCH: usize = 1000;
