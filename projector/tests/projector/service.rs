@@ -332,3 +332,38 @@ async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rer
     assert!(!from.is_empty());
     assert_eq!(from, to);
 }
+
+#[tokio::test]
+async fn through_a_postgres_outage_the_projector_recovers_by_itself_and_stays_exact() {
+    let mut w = World::new().await;
+    let people = owners(3);
+    let proxy = Proxy::start("127.0.0.1:5432".into(), true).await;
+    let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port)).to_string();
+    let running = w
+        .start_projector(
+            &redis_url(),
+            &[
+                ("DATABASE_URL", via_proxy.as_str()),
+                ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+            ],
+        )
+        .await;
+    w.writer.busy_history(&people, 10).await;
+    w.wait_caught_up().await;
+
+    proxy.down();
+    // Writers reach Postgres directly; the projector cannot.
+    w.writer.busy_history(&people, 20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up();
+
+    w.wait_caught_up().await;
+    let diffs = w.verify().await;
+    w.eventually("the instance holds its leases again", || async {
+        holder(w.pool(), TASKS_LEASE).await.unwrap().is_some()
+    })
+    .await;
+    running.stop().await;
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
