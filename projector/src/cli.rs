@@ -115,11 +115,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (db, store, redis, probe) = connect(&settings).await?;
             let total_hint = match probe {
                 LagProbe::Postgres(_) => {
-                    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM eventlog.events")
-                        .fetch_one(&db)
-                        .await
-                        .ok()
-                        .and_then(|n| u64::try_from(n).ok())
+                    // The identity's high mark: instant, and the event count give or take gaps.
+                    sqlx::query_scalar::<_, Option<i64>>(
+                        "SELECT max(position) FROM eventlog.events",
+                    )
+                    .fetch_one(&db)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|n| u64::try_from(n).ok())
                 }
                 LagProbe::Read(_) => None,
             };

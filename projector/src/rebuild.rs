@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 use tasklog_events::domain::TaskId;
 use tasklog_events::{EventStore, Position, RecordedEvent};
@@ -34,9 +35,7 @@ use tasklog_platform::redis::RedisHandle;
 
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
-use crate::fold::{
-    TaskEventAt, TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids,
-};
+use crate::fold::{TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids};
 use crate::lease::REBUILD_LOCK;
 use crate::projection::{Projection, report_skipped};
 use crate::rows;
@@ -209,15 +208,16 @@ async fn rebuild_locked(
     })
 }
 
-/// Reads the whole log and folds it in memory. Reading and decoding run on
-/// a task of their own, folding here, so the two overlap.
+/// Reads the whole log and folds it in memory, as a pipeline: one task
+/// reads pages, blocking-pool threads decode them (two at a time, order kept),
+/// and this task folds, so reading, decoding and folding overlap.
 async fn replay(
     store: Arc<dyn EventStore>,
     total_hint: Option<u64>,
     progress: &mut dyn Progress,
 ) -> Result<(HashMap<TaskId, TaskRow>, Option<Position>, u64), ProjectorError> {
     let head = store.head().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<TaskEventAt>, usize, Position)>(4);
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
     let reader = tokio::spawn(async move {
         let mut position: Option<Position> = None;
         while position < head {
@@ -226,23 +226,34 @@ async fn replay(
                 tokio::time::sleep(HELD_BACK).await;
                 continue;
             };
-            let n = page.len();
-            let (decoded, skipped) = decode_owned(page);
-            report_skipped(TASKS, &skipped);
-            if tx.send((decoded, n, last)).await.is_err() {
+            if pages_tx.send(page).await.is_err() {
                 break;
             }
             position = Some(last);
         }
         Ok::<_, ProjectorError>(())
     });
+    let pages = futures::stream::poll_fn(move |cx| pages_rx.poll_recv(cx));
+    let mut decoded = pages
+        .map(|page| {
+            tokio::task::spawn_blocking(move || {
+                let n = page.len();
+                let last = page.last().map(|e| e.position);
+                let (events, skipped) = decode_owned(page);
+                (events, skipped, n, last)
+            })
+        })
+        .buffered(2);
     let mut map: HashMap<TaskId, TaskRow> = HashMap::new();
     let mut position = None;
     let mut events = 0_u64;
-    while let Some((decoded, n, last)) = rx.recv().await {
-        fold_rows(&mut map, &decoded);
+    while let Some(done) = decoded.next().await {
+        let (batch, skipped, n, last) =
+            done.map_err(|e| ProjectorError::Corrupt(format!("a decoder stopped: {e}")))?;
+        report_skipped(TASKS, &skipped);
+        fold_rows(&mut map, &batch);
         events += n as u64;
-        position = Some(last);
+        position = last.or(position);
         progress.replayed(events, total_hint);
     }
     reader

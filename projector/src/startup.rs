@@ -194,6 +194,18 @@ impl Application {
             self.lag_sample,
             shutdown.clone(),
         ));
+        // Histogram samples wait in buffers until drained; a scrape drains
+        // them too, but an unscraped instance must not grow.
+        let upkeep_stop = shutdown.clone();
+        tasks.spawn(async move {
+            let handle = metrics_handle();
+            loop {
+                tokio::select! {
+                    () = upkeep_stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => handle.run_upkeep(),
+                }
+            }
+        });
         let served = serve(
             self.listener,
             self.router,
