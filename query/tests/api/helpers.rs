@@ -1,6 +1,7 @@
 //! `spawn_app()`: a fresh database, a Redis prefix, the real service on a
 //! random port, a reqwest client, and a seeder that appends real task events
-//! to the log (Postgres adapter) and projects them. Logs only with `TEST_LOG`.
+//! to the log (Postgres adapter) and projects them with the projector's own
+//! `catch_up`. Logs only with `TEST_LOG`.
 
 use std::sync::{Arc, LazyLock};
 
@@ -22,8 +23,6 @@ use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use crate::fixture;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
@@ -96,7 +95,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
     store.migrate().await.expect("event log schema");
-    fixture::migrate(db.pool())
+    tasklog_projector::migrate(db.pool())
         .await
         .expect("read model schema");
     let app = Application::build(settings).await.expect("the app builds");
@@ -234,14 +233,14 @@ impl TestApp {
 
     /// Projects everything appended so far into Postgres and Redis.
     pub async fn project(&self) -> Option<Position> {
-        fixture::catch_up(self.db.pool(), &self.store, Some(&self.redis))
+        tasklog_projector::catch_up(self.db.pool(), &self.store, Some(&self.redis))
             .await
             .expect("catch up")
     }
 
     /// Projects into Postgres only, leaving the Redis counts behind.
     pub async fn project_postgres_only(&self) -> Option<Position> {
-        fixture::catch_up(self.db.pool(), &self.store, None)
+        tasklog_projector::catch_up(self.db.pool(), &self.store, None)
             .await
             .expect("catch up")
     }

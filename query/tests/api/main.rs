@@ -7,7 +7,6 @@ mod bad_input;
 mod consistency;
 mod detail;
 mod explain;
-mod fixture;
 mod helpers;
 mod listing;
 mod service;
