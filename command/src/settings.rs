@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tasklog_platform::auth::{JwtKeys, KeyUse};
-use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, Environment, bind_addr};
+use tasklog_platform::config::{
+    ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
+};
+use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8081";
@@ -17,6 +20,10 @@ pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct Settings {
     pub environment: Environment,
     pub database: DatabaseSettings,
+    /// Where rate limits are counted across instances.
+    pub redis: RedisSettings,
+    /// CORS, request timeout, rate limits, trusted proxies.
+    pub http: HttpSettings,
     /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
     /// Secret because such URLs often carry credentials.
     pub event_store_url: Option<SecretString>,
@@ -55,6 +62,8 @@ impl Settings {
         Ok(Self {
             environment,
             database: DatabaseSettings::from_env(env)?,
+            redis: RedisSettings::from_env(env)?,
+            http: HttpSettings::from_env(env, environment)?,
             event_store_url,
             bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
             jwt: JwtKeys::from_env(env, environment, KeyUse::SignAndVerify)?,
@@ -107,6 +116,13 @@ mod tests {
                 "PASSWORD_HASH_CONCURRENCY",
             ),
             (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
+            (&[("REDIS_URL", "localhost")], "REDIS_URL"),
+            (&[("RATE_LIMIT_AUTH", "lots")], "RATE_LIMIT_AUTH"),
+            (&[("REQUEST_TIMEOUT_MS", "0")], "REQUEST_TIMEOUT_MS"),
+            (
+                &[("TASKLOG_ENV", "production"), ("CORS_ORIGINS", "*")],
+                "CORS_ORIGINS",
+            ),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
         ];
         for (pairs, want) in cases {

@@ -2,14 +2,16 @@
 //! routes and layers, then serving until told to stop.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use sqlx::PgPool;
 use tasklog_events::store::postgres::migrate_schema;
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
+use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
-use tasklog_platform::http::with_common_layers;
+use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::server::{DrainSettings, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,7 @@ pub struct Application {
     router: Router,
     health: Health,
     drain: DrainSettings,
+    db: PgPool,
 }
 
 impl Application {
@@ -84,8 +87,12 @@ impl Application {
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
         };
-        let health = health(db, state.store.clone());
-        let router = layers(routes::router().with_state(state).merge(health.router()));
+        let health = health(db.clone(), state.store.clone());
+        let redis = RedisHandle::new(&settings.redis)?;
+        let router = ProductionLayers::new(&settings.http)
+            .rate_limits(Some(redis), Some(settings.jwt.verifier.clone()))
+            .pool("tasklog-command", db.clone())
+            .apply(routes::router().with_state(state).merge(health.router()));
         tracing::info!(port, "tasklog-command ready to serve");
         Ok(Self {
             listener,
@@ -93,6 +100,7 @@ impl Application {
             router,
             health,
             drain: settings.drain,
+            db,
         })
     }
 
@@ -105,14 +113,18 @@ impl Application {
     /// # Errors
     /// When the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        serve(
+        let served = serve(
             self.listener,
             self.router,
             self.health,
             shutdown,
             self.drain,
         )
-        .await
+        .await;
+        // Drained: hand the connections back to Postgres rather than drop
+        // them, bounded in case a background task still holds one.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.db.close()).await;
+        served
     }
 }
 
@@ -132,11 +144,4 @@ fn health(db: PgPool, store: std::sync::Arc<dyn tasklog_events::EventStore>) -> 
             let store = store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
         })
-}
-
-/// The HTTP stack around the routes. Rate limits, security headers, CORS and
-/// metrics (a later issue) are added here, inside the common layers so their
-/// refusals carry a request id and are traced.
-fn layers(router: Router) -> Router {
-    with_common_layers(router)
 }

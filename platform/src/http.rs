@@ -36,7 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-fn request_span<B>(request: &Request<B>) -> Span {
+pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
     let route = request.extensions().get::<MatchedPath>().map_or_else(
         || request.uri().path().to_owned(),
         |p| p.as_str().to_owned(),
@@ -56,7 +56,7 @@ fn request_span<B>(request: &Request<B>) -> Span {
     )
 }
 
-fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+pub(crate) fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     span.record("status", response.status().as_u16());
     tracing::info!(
         status = response.status().as_u16(),

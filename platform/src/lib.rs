@@ -1,16 +1,23 @@
 //! What every Tasklog service shares: settings, telemetry, the HTTP error
-//! type and JSON extractor, JWT auth, the Redis handle, health and lifecycle.
+//! type and JSON extractor, JWT auth, the Redis handle, health and lifecycle,
+//! and the production HTTP stack (`hardening`: rate limits, security headers,
+//! CORS, compression, timeouts, panics, metrics).
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod database;
+pub mod hardening;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod problem;
+pub mod rate_limit;
 pub mod redis;
 pub mod server;
 pub mod telemetry;
+pub mod throttle;
 
 #[cfg(feature = "testing")]
 pub mod testing;

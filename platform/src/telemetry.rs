@@ -2,7 +2,10 @@
 //! chooses JSON (for machines) or pretty (for people).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, Env};
@@ -26,6 +29,21 @@ pub fn log_format(env: &Env) -> Result<LogFormat, ConfigError> {
     }
 }
 
+/// One JSON object per line; each event carries the fields of the span it
+/// happened in (for a request: method, route, request id, user id, status).
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+}
+
 /// Installs the global subscriber. Call once, first thing in `main`.
 ///
 /// # Errors
@@ -36,15 +54,7 @@ pub fn init(env: &Env) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new("RUST_LOG", e.to_string()))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init(),
         LogFormat::Pretty => registry
             .with(tracing_subscriber::fmt::layer().compact())
             .try_init(),

@@ -3,6 +3,7 @@
 //! exactly-once effects; plus rebuild, verify, status and the log copier.
 
 pub mod catch_up;
+pub mod cli;
 pub mod counts;
 pub mod error;
 pub mod fold;

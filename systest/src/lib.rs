@@ -69,7 +69,8 @@ impl System {
             ("RUST_LOG", "info"),
             // Outages should turn into 503s quickly, not hang a test.
             ("DATABASE_ACQUIRE_TIMEOUT_MS", "1000"),
-            ("RATE_LIMIT_ENABLED", "false"),
+            ("RATE_LIMIT_AUTH", "0"),
+            ("RATE_LIMIT_API", "0"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -11,7 +11,7 @@ use tasklog_command::{Application, Settings};
 use tasklog_events::store::postgres::PgEventStore;
 use tasklog_events::{EventStore, RecordedEvent};
 use tasklog_platform::config::Env;
-use tasklog_platform::testing::TestDb;
+use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -54,12 +54,20 @@ pub fn url_with_port(db: &TestDb, port: u16) -> String {
     options.port(port).to_url_lossy().to_string()
 }
 
+/// Rate limits are off unless a test turns them on, and each app counts
+/// under a Redis prefix of its own unless a test shares one.
 pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
+    let prefix = redis_prefix();
+    let redis = redis_url();
     let mut pairs = vec![
         ("DATABASE_URL", database_url),
         ("BIND_ADDR", "127.0.0.1:0"),
         ("DATABASE_MAX_CONNECTIONS", "10"),
         ("PASSWORD_HASH_CONCURRENCY", "2"),
+        ("RATE_LIMIT_AUTH", "0"),
+        ("RATE_LIMIT_API", "0"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_PREFIX", prefix.as_str()),
     ];
     pairs.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     Settings::from_env(&Env::from_pairs(pairs)).expect("test settings")

@@ -5,6 +5,7 @@
 
 mod auth;
 mod concurrency;
+mod hardening;
 mod helpers;
 mod hostile;
 mod idempotency;

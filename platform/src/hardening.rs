@@ -1,0 +1,363 @@
+//! The production HTTP stack every service wraps its routes in: request ids,
+//! tracing, metrics and `/metrics`, security headers, CORS, compression, rate
+//! limits, request timeout, body limit, and panics answered as a bare 500.
+//!
+//! Wiring a service is one settings call and one builder chain:
+//!
+//! ```no_run
+//! # use tasklog_platform::config::{Env, Environment, RedisSettings};
+//! # use tasklog_platform::hardening::{HttpSettings, ProductionLayers};
+//! # fn wire(env: &Env, routes: axum::Router, db: sqlx::PgPool,
+//! #         verifier: std::sync::Arc<tasklog_platform::auth::TokenVerifier>)
+//! #         -> Result<axum::Router, tasklog_platform::config::ConfigError> {
+//! let http = HttpSettings::from_env(env, Environment::Development)?; // in Settings::from_env
+//! let redis = tasklog_platform::redis::RedisHandle::new(&RedisSettings::from_env(env)?)?;
+//! let router = ProductionLayers::new(&http)
+//!     .rate_limits(Some(redis), Some(verifier)) // Redis shared by instances; the token names the user
+//!     .pool("tasklog-query", db)               // pool gauges on /metrics
+//!     .apply(routes);                          // routes already `with_state`, health merged
+//! # Ok(router) }
+//! ```
+//!
+//! The router must be served with connect info (as `server::serve` does) for
+//! per-IP limits to see the peer.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::TokenVerifier;
+use crate::client_ip::TrustedProxies;
+use crate::config::{ConfigError, Env, Environment};
+use crate::http::{REQUEST_ID, on_response, request_span};
+use crate::json::MAX_BODY_BYTES;
+use crate::problem::ApiError;
+use crate::rate_limit::{RateLimitSettings, RateLimiter};
+use crate::redis::RedisHandle;
+use crate::throttle::{self, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, Throttle};
+
+/// Responses smaller than this go out uncompressed: the gain would not pay
+/// for the work.
+pub const COMPRESS_ABOVE_BYTES: u16 = 1024;
+
+/// Which origins browsers may call the API from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<HeaderValue>),
+}
+
+/// The HTTP-stack settings every service reads.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub environment: Environment,
+    pub cors_origins: CorsOrigins,
+    /// A request running longer is answered 504 and its handler dropped.
+    pub request_timeout: Duration,
+    pub rate_limits: RateLimitSettings,
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl HttpSettings {
+    /// Reads `CORS_ORIGINS`, `REQUEST_TIMEOUT_MS`, `RATE_LIMIT_AUTH`,
+    /// `RATE_LIMIT_API` and `TRUSTED_PROXIES`.
+    ///
+    /// # Errors
+    /// When one is invalid, or `CORS_ORIGINS` is `*` in production.
+    pub fn from_env(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
+        let request_timeout = env.millis("REQUEST_TIMEOUT_MS", Duration::from_secs(10))?;
+        if request_timeout.is_zero() {
+            return Err(ConfigError::new("REQUEST_TIMEOUT_MS", "must be at least 1"));
+        }
+        Ok(Self {
+            environment,
+            cors_origins: cors_origins(env, environment)?,
+            request_timeout,
+            rate_limits: RateLimitSettings::from_env(env)?,
+            trusted_proxies: TrustedProxies::from_env(env)?,
+        })
+    }
+}
+
+fn cors_origins(env: &Env, environment: Environment) -> Result<CorsOrigins, ConfigError> {
+    let raw = env.string("CORS_ORIGINS", "http://localhost:3000");
+    let entries: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if entries.contains(&"*") {
+        if environment == Environment::Production {
+            return Err(ConfigError::new(
+                "CORS_ORIGINS",
+                "\"*\" lets every site call the API; production needs the list of allowed origins",
+            ));
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    entries
+        .into_iter()
+        .map(|origin| {
+            let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+            let valid =
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/');
+            valid
+                .then(|| HeaderValue::from_str(origin).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "CORS_ORIGINS",
+                        format!("{origin:?} is not an origin like https://app.example.com"),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map(CorsOrigins::List)
+}
+
+/// Builds the stack; see the module docs.
+pub struct ProductionLayers {
+    settings: HttpSettings,
+    redis: Option<RedisHandle>,
+    verifier: Option<Arc<TokenVerifier>>,
+    pools: Vec<(&'static str, PgPool)>,
+}
+
+impl ProductionLayers {
+    pub fn new(settings: &HttpSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            redis: None,
+            verifier: None,
+            pools: Vec::new(),
+        }
+    }
+
+    /// Where limits are counted (`None`: in this process only) and how a
+    /// bearer token is checked to find the user (`None`: every request is
+    /// limited by client IP).
+    #[must_use]
+    pub fn rate_limits(
+        mut self,
+        redis: Option<RedisHandle>,
+        verifier: Option<Arc<TokenVerifier>>,
+    ) -> Self {
+        self.redis = redis;
+        self.verifier = verifier;
+        self
+    }
+
+    /// A pool whose usage `/metrics` reports, labelled `pool="<name>"`.
+    #[must_use]
+    pub fn pool(mut self, name: &'static str, pool: PgPool) -> Self {
+        self.pools.push((name, pool));
+        self
+    }
+
+    /// Wraps `router` (with `/metrics` added); apply last, so every route and
+    /// the fallbacks get the layers. Listed innermost first.
+    pub fn apply(self, router: Router) -> Router {
+        let settings = self.settings;
+        let mut router = router
+            .merge(crate::metrics::router(self.pools))
+            .fallback(|| async { ApiError::NotFound })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                        ApiError::Timeout
+                    }))
+                    .timeout(settings.request_timeout),
+            );
+        if settings.rate_limits.is_enabled() {
+            let throttle = Arc::new(Throttle {
+                settings: settings.rate_limits.clone(),
+                proxies: settings.trusted_proxies.clone(),
+                limiter: RateLimiter::new(self.redis),
+                verifier: self.verifier,
+            });
+            router = router.layer(axum::middleware::from_fn_with_state(
+                throttle,
+                throttle::limit,
+            ));
+        }
+        let router = router
+            .layer(
+                CompressionLayer::new().compress_when(
+                    SizeAbove::new(COMPRESS_ABOVE_BYTES)
+                        .and(NotForContentType::GRPC)
+                        .and(NotForContentType::IMAGES)
+                        .and(NotForContentType::SSE),
+                ),
+            )
+            .layer(cors(&settings.cors_origins));
+        security_headers(router, settings.environment)
+            .layer(axum::middleware::from_fn(crate::metrics::track))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(on_response),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+    }
+}
+
+fn security_headers(router: Router, environment: Environment) -> Router {
+    let fixed = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ];
+    let mut router = fixed.into_iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    });
+    // Only where TLS is certain: browsers remember it for two years.
+    if environment == Environment::Production {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        ));
+    }
+    router
+}
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    let named = |names: &[&'static str]| -> Vec<HeaderName> {
+        names.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(named(&[
+            "authorization",
+            "content-type",
+            "if-match",
+            "idempotency-key",
+            "x-min-position",
+            "x-request-id",
+        ]))
+        .expose_headers(
+            [
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                RATELIMIT_LIMIT.clone(),
+                RATELIMIT_REMAINING.clone(),
+                RATELIMIT_RESET.clone(),
+            ]
+            .into_iter()
+            .chain(named(&[
+                "x-projection-position",
+                "x-request-id",
+                "idempotent-replayed",
+            ]))
+            .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(600))
+}
+
+/// A handler panicked: log what it said (the span carries the request id),
+/// answer a 500 that says nothing.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(
+        pairs: &[(&str, &str)],
+        environment: Environment,
+    ) -> Result<HttpSettings, ConfigError> {
+        HttpSettings::from_env(&Env::from_pairs(pairs.iter().copied()), environment)
+    }
+
+    #[test]
+    fn defaults_allow_the_local_front_end_and_time_out_after_ten_seconds() {
+        let s = settings(&[], Environment::Development).unwrap();
+        assert_eq!(s.request_timeout, Duration::from_secs(10));
+        assert_eq!(
+            s.cors_origins,
+            CorsOrigins::List(vec![HeaderValue::from_static("http://localhost:3000")])
+        );
+        assert!(s.rate_limits.is_enabled());
+        assert!(!s.trusted_proxies.is_trusted("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_wildcard_origin_is_refused_in_production_only() {
+        let dev = settings(&[("CORS_ORIGINS", "*")], Environment::Development).unwrap();
+        assert_eq!(dev.cors_origins, CorsOrigins::Any);
+        let err = settings(
+            &[("CORS_ORIGINS", "https://a.example, *")],
+            Environment::Production,
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "CORS_ORIGINS");
+        assert!(err.reason.contains("production"));
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        for (name, value) in [
+            ("CORS_ORIGINS", "example.com"),
+            ("CORS_ORIGINS", "https://a.example/path"),
+            ("REQUEST_TIMEOUT_MS", "0"),
+            ("REQUEST_TIMEOUT_MS", "soon"),
+            ("RATE_LIMIT_AUTH", "many"),
+            ("RATE_LIMIT_API", "5/0s"),
+            ("TRUSTED_PROXIES", "gateway"),
+        ] {
+            let err = settings(&[(name, value)], Environment::Development).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+        }
+        let list = settings(
+            &[("CORS_ORIGINS", "https://a.example, http://localhost:5173")],
+            Environment::Production,
+        )
+        .unwrap();
+        assert!(matches!(list.cors_origins, CorsOrigins::List(v) if v.len() == 2));
+    }
+}
