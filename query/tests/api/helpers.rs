@@ -8,6 +8,8 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
 use tasklog_events::domain::{
     CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch, TaskTitle,
     UserId, decide,
@@ -18,7 +20,7 @@ use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Posit
 use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
 use tasklog_platform::config::{Env, Environment, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TcpProxy, TestDb, redis_prefix, redis_url};
 use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,8 @@ pub struct TestApp {
     pub redis: RedisHandle,
     shutdown: CancellationToken,
     _server: JoinHandle<std::io::Result<()>>,
+    /// Between the service and Postgres, when spawned behind one.
+    pub proxy: Option<TcpProxy>,
 }
 
 impl Drop for TestApp {
@@ -72,12 +76,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, false).await
+}
+
+/// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
+pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, true).await
+}
+
+async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     LazyLock::force(&TRACING);
     let db = Arc::new(TestDb::new().await.expect("test database"));
     let prefix = redis_prefix();
     let redis_url = redis_url();
+    let options: PgConnectOptions = db.url().parse().expect("test database url");
+    let proxy = if behind_proxy {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        Some(TcpProxy::start(target, true).await.expect("proxy"))
+    } else {
+        None
+    };
+    let database_url = match &proxy {
+        Some(p) => options.port(p.port()).to_url_lossy().to_string(),
+        None => db.url().to_owned(),
+    };
     let mut pairs = vec![
-        ("DATABASE_URL", db.url()),
+        ("DATABASE_URL", database_url.as_str()),
         ("BIND_ADDR", "127.0.0.1:0"),
         ("DATABASE_MAX_CONNECTIONS", "10"),
         ("REDIS_URL", redis_url.as_str()),
@@ -110,6 +134,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         redis,
         shutdown,
         _server: server,
+        proxy,
     }
 }
 

@@ -9,5 +9,6 @@ mod detail;
 mod explain;
 mod helpers;
 mod listing;
+mod outage;
 mod service;
 mod stats;
