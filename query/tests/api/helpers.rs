@@ -106,6 +106,8 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
         ("DATABASE_MAX_CONNECTIONS", "10"),
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_PREFIX", prefix.as_str()),
+        // Tests walk many pages as one user; one test turns the limit on.
+        ("RATE_LIMIT_API", "0"),
     ];
     pairs.extend(env.iter().copied());
     let env = Env::from_pairs(pairs);
