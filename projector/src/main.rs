@@ -43,8 +43,9 @@ enum Command {
         /// Connections building indexes at once.
         #[arg(long, default_value_t = 2)]
         index_parallelism: usize,
-        /// Stretches of the log replayed at once (Postgres log only; cut at transactions).
-        #[arg(long, default_value_t = 2)]
+        /// Stretches of the log replayed at once (Postgres log only; cut at
+        /// transactions). Helps with idle cores; on a busy 2-core machine it did not.
+        #[arg(long, default_value_t = 1)]
         replay_ranges: usize,
         /// Leave the Redis counts as they are.
         #[arg(long)]
