@@ -1,6 +1,7 @@
 //! `tasklog-bench`: benchmarks and the load generator. Each subcommand prints
 //! what it measured; none is a test.
 
+mod load;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -16,11 +17,15 @@ struct Cli {
 enum Command {
     /// Event-log throughput: appends/s for each writer count, then subscriber catch-up.
     Store(store::Args),
+    /// Drives the running services over HTTP with one scenario and reports
+    /// throughput, latency, errors and (for `lag`) projection lag.
+    Load(Box<load::Args>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(args).await,
+        Command::Load(args) => load::run(*args).await,
     }
 }

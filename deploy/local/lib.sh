@@ -108,6 +108,15 @@ ensure_nginx() {
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
+# The gateway's config for the local run, from the template every deployment
+# shares (the compose stack's nginx image renders it with envsubst instead).
+render_gateway_conf() { # query upstream, command upstream, listen port
+    sed -e "s|\${QUERY_UPSTREAM}|$1|g" \
+        -e "s|\${COMMAND_UPSTREAM}|$2|g" \
+        -e "s|\${GATEWAY_PORT}|$3|g" \
+        deploy/nginx/gateway.conf.template
+}
+
 stop_postgres() {
     local ver
     ver=$(pg_version)

@@ -95,3 +95,117 @@ impl Drop for TestDb {
 pub fn redis_prefix() -> String {
     format!("tasklog_t_{}:", Uuid::new_v4().simple())
 }
+
+/// Deletes every Redis key under a test's prefix, so a test leaves nothing behind.
+///
+/// # Errors
+/// When Redis cannot be reached.
+pub async fn delete_redis_prefix(prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(redis_url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub use proxy::TcpProxy;
+
+mod proxy {
+    //! A TCP proxy in front of Postgres or Redis that a test can cut and
+    //! restore, to see a service through an outage without stopping the
+    //! shared server.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::AbortHandle;
+
+    pub struct TcpProxy {
+        port: u16,
+        up: Arc<AtomicBool>,
+        links: Arc<Mutex<Vec<AbortHandle>>>,
+        accept: AbortHandle,
+    }
+
+    impl TcpProxy {
+        /// Forwards a free local port to `target` (host:port), starting up or down.
+        ///
+        /// # Errors
+        /// When no local port can be bound.
+        pub async fn start(target: impl Into<String>, up: bool) -> std::io::Result<TcpProxy> {
+            let target = target.into();
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let flag = Arc::new(AtomicBool::new(up));
+            let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+            let (accept_flag, accept_links) = (flag.clone(), links.clone());
+            let accept = tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    // Down: the connection is closed at once, like a dead server.
+                    if !accept_flag.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    accept_links
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(link.abort_handle());
+                }
+            })
+            .abort_handle();
+            Ok(TcpProxy {
+                port,
+                up: flag,
+                links,
+                accept,
+            })
+        }
+
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// `127.0.0.1:<port>`, to put in a service's URL instead of the server's.
+        pub fn addr(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+
+        /// Cuts every open connection and refuses new ones.
+        pub fn down(&self) {
+            self.up.store(false, Ordering::SeqCst);
+            for link in self
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..)
+            {
+                link.abort();
+            }
+        }
+
+        pub fn up(&self) {
+            self.up.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for TcpProxy {
+        fn drop(&mut self) {
+            self.down();
+            self.accept.abort();
+        }
+    }
+}

@@ -1,3 +1,8 @@
-//! The projector service (built in its own issue).
+//! `tasklog-projector`: the command line lives in `tasklog_projector::cli`.
 
-fn main() {}
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tasklog_projector::cli::main().await
+}

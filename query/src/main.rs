@@ -1,3 +1,32 @@
-//! The query service (built in its own issue).
+//! Starts the query service: settings from the environment, then serve
+//! until SIGTERM or Ctrl-C. A bad setting stops it with a one-line reason.
 
-fn main() {}
+use std::process::ExitCode;
+
+use tasklog_platform::config::Env;
+use tasklog_platform::server::shutdown_on_signal;
+use tasklog_platform::telemetry;
+use tasklog_query::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "tasklog-query stopped");
+            // Logging may not be set up yet: the reason also goes to stderr.
+            eprintln!("tasklog-query: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    telemetry::init(&env)?;
+    let settings = Settings::from_env(&env)?;
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_on_signal()).await?;
+    tracing::info!("tasklog-query stopped");
+    Ok(())
+}

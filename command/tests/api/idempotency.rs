@@ -18,9 +18,11 @@ async fn post_with_key(app: &TestApp, user: &User, key: &str, raw_body: &str) ->
 }
 
 async fn created(response: Response) -> (Value, bool) {
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let status = response.status();
     let replayed = response.headers().get("idempotent-replayed").is_some();
-    (response.json().await.unwrap(), replayed)
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (body, replayed)
 }
 
 /// Counted in the table: `read_all` stops below the oldest transaction of the

@@ -11,7 +11,6 @@ mod hostile;
 mod idempotency;
 mod isolation;
 mod outage;
-mod proxy;
 mod service;
 mod task_commands;
 mod tokens;

@@ -10,14 +10,14 @@ use sqlx::postgres::PgConnectOptions;
 use tasklog_platform::testing::TestDb;
 
 use crate::helpers::{TestApp, problem, start, unique_email, url_with_port};
-use crate::proxy::Proxy;
+use tasklog_platform::testing::TcpProxy as Proxy;
 
 async fn behind_proxy(up: bool) -> (Arc<TestDb>, Proxy, String) {
     let db = Arc::new(TestDb::new().await.unwrap());
     let options: PgConnectOptions = db.url().parse().unwrap();
     let target = format!("{}:{}", options.get_host(), options.get_port());
-    let proxy = Proxy::start(target, up).await;
-    let url = url_with_port(&db, proxy.port);
+    let proxy = Proxy::start(target, up).await.unwrap();
+    let url = url_with_port(&db, proxy.port());
     (db, proxy, url)
 }
 

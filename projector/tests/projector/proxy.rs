@@ -1,5 +1,6 @@
-//! A TCP proxy in front of Postgres that a test can cut and restore, to see
-//! the service through an outage without stopping the shared server.
+//! A TCP proxy in front of Redis (or Postgres) that a test can cut and
+//! restore, to see the projector through an outage without stopping the
+//! shared server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The machine's own limits, for the ratios in bench/README.md. In a scratch
+# database (dropped at the end) on the Postgres the services use:
+#   append  pgbench, single-event append transactions through
+#           eventlog.append_batch as the event log adapter sends them
+#           (bench/pgbench/append.sql), at each of APPEND_CLIENTS clients;
+#   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
+#           index-less generation table, then its indexes, as `projector
+#           rebuild` does (rows/s for the COPY alone and with the indexes);
+#   list    pgbench, the list query's first page for one owner
+#           (bench/pgbench/list.sql) at LIST_CLIENTS clients over those rows.
+# Figures go to stdout as one JSON object per line; progress to stderr.
+#
+#   bench/limits.sh                      # everything
+#   ONLY=append bench/limits.sh          # or copy, list (list needs copy)
+#
+# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
+# SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32),
+# ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,copy,list).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+SECONDS_EACH=${SECONDS_EACH:-15}
+APPEND_CLIENTS=${APPEND_CLIENTS:-1 16 32}
+LIST_CLIENTS=${LIST_CLIENTS:-32}
+ROWS=${ROWS:-1000000}
+OWNERS=${OWNERS:-10000}
+THREADS=${THREADS:-$(nproc)}
+ONLY=${ONLY:-append,copy,list}
+DB=tasklog_limits_$$
+TMP=$(mktemp -d)
+
+say() { printf '==> %s\n' "$*" >&2; }
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+psql_db() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+
+cleanup() {
+    rm -rf "$TMP"
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+machine() {
+    local cpu load
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    printf '{"figure":"machine","nproc":%s,"cpu":"%s","loadavg":"%s","postgres":"%s"}\n' \
+        "$(nproc)" "$cpu" "$load" "$(psql -X -Atqd postgres -c 'show server_version')"
+}
+
+# pgbench's tps and mean latency as one JSON line.
+run_pgbench() { # figure, clients, script, extra pgbench args...
+    local figure=$1 clients=$2 script=$3; shift 3
+    local threads=$(( clients < THREADS ? clients : THREADS ))
+    say "$figure: $clients clients, ${SECONDS_EACH}s"
+    local out
+    out=$(pgbench -n -M prepared -c "$clients" -j "$threads" -T "$SECONDS_EACH" -f "$script" "$@" "$DB" 2>&1) \
+        || { echo "$out" >&2; exit 1; }
+    local tps lat failed
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
+    lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+    failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+    printf '{"figure":"%s","clients":%s,"seconds":%s,"tps":%s,"latency_avg_ms":%s,"failed":%s,"load":"%s"}\n' \
+        "$figure" "$clients" "$SECONDS_EACH" "${tps:-null}" "${lat:-null}" "${failed:-0}" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# Applies a crate's migrations the way migrate_schema does: in their own schema.
+migrate() { # schema, directory
+    psql_db -c "CREATE SCHEMA IF NOT EXISTS $1"
+    for f in "$2"/*.sql; do
+        PGOPTIONS="-c search_path=$1,public" psql_db -f "$f"
+    done
+}
+
+say "scratch database $DB"
+psql -X -q -d postgres -c "CREATE DATABASE $DB"
+machine
+
+if wants append; then
+    migrate eventlog events/migrations
+    for c in $APPEND_CLIENTS; do
+        run_pgbench pgbench_append "$c" bench/pgbench/append.sql
+    done
+    psql_db -Atc "SELECT json_build_object('figure','appended_rows','rows',count(*)) FROM eventlog.events"
+fi
+
+if wants copy || wants list; then
+    say "read model from projector/migrations"
+    migrate readmodel projector/migrations
+    say "generating $ROWS rows over $OWNERS owners"
+    psql_db -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/rows.sql > "$TMP/tasks.tsv"
+    # What `projector rebuild` faces: a fresh, index-less generation table,
+    # filled in bulk, then indexed, then swapped in behind readmodel.tasks.
+    psql_db -c "SELECT readmodel.create_generation(2)" >/dev/null
+    say "COPY into an index-less generation table"
+    t0=$(date +%s.%N)
+    psql_db -c "\\copy readmodel.tasks_g2 (id, owner_id, title, description, status, priority, due_at, tags, created_at, updated_at, completed_at, version) FROM '$TMP/tasks.tsv'"
+    t1=$(date +%s.%N)
+    say "building its indexes"
+    psql_db -Atc "SELECT s || ';' FROM readmodel.generation_indexes(2) AS s" > "$TMP/indexes.sql"
+    psql_db -f "$TMP/indexes.sql"
+    t2=$(date +%s.%N)
+    psql_db -c "SELECT readmodel.point_view_at(2)" >/dev/null
+    awk -v r="$ROWS" -v a="$t0" -v b="$t1" -v c="$t2" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
+        printf "{\"figure\":\"copy_rows\",\"rows\":%d,\"seconds\":%.3f,\"rows_per_s\":%.0f,\"load\":\"%s\"}\n", r, b - a, r / (b - a), l
+        printf "{\"figure\":\"copy_then_index_rows\",\"rows\":%d,\"seconds\":%.3f,\"rows_per_s\":%.0f,\"load\":\"%s\"}\n", r, c - a, r / (c - a), l }'
+    psql_db -c "VACUUM ANALYZE readmodel.tasks_g2"
+fi
+
+if wants list; then
+    run_pgbench pgbench_list "$LIST_CLIENTS" bench/pgbench/list.sql -D owners="$OWNERS"
+fi

@@ -1,0 +1,390 @@
+//! The `tasklog-projector` command line: run, rebuild, verify, status,
+//! copy-log. Settings come from the environment (see README); a bad one stops
+//! it with a one-line reason. In the library so that the system tests can
+//! build the same binary.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lag::LagProbe;
+use crate::rebuild::{Progress, RebuildOptions, rebuild};
+use crate::{Application, Settings, migrate, status, verify};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tasklog_events::store::copy::{CopyProgress, copy_log};
+use tasklog_events::store::{Backend, backend_for, open, open_when_ready};
+use tasklog_events::{EventStore, Position};
+use tasklog_platform::config::Env;
+use tasklog_platform::database;
+use tasklog_platform::redis::RedisHandle;
+use tasklog_platform::server::shutdown_on_signal;
+use tasklog_platform::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "tasklog-projector",
+    version,
+    about = "Projects the Tasklog event log into the read model and counts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tail the log and keep the read model and the counts up to date.
+    Run,
+    /// Replay the whole log into a fresh generation and swap it in without downtime.
+    Rebuild {
+        /// Connections building indexes at once.
+        #[arg(long, default_value_t = 2)]
+        index_parallelism: usize,
+        /// Stretches of the log replayed at once (Postgres log only; cut at
+        /// transactions). Helps with idle cores; on a busy 2-core machine it did not.
+        #[arg(long, default_value_t = 1)]
+        replay_ranges: usize,
+        /// Leave the Redis counts as they are.
+        #[arg(long)]
+        skip_redis: bool,
+    },
+    /// Fold the log in memory and report every difference with the read model and counts.
+    Verify {
+        /// Do not check the Redis counts.
+        #[arg(long)]
+        skip_redis: bool,
+    },
+    /// Show checkpoints, the log head, lag and lease holders.
+    Status,
+    /// Copy one event log into another, keeping stream versions and event ids.
+    CopyLog {
+        /// The source log: a postgres:// URL or an esdb:// / kurrentdb:// URL.
+        #[arg(long)]
+        from: String,
+        /// The target log, same forms.
+        #[arg(long)]
+        to: String,
+        /// Resume after this source position (commit/prepare), as printed by an interrupted run.
+        #[arg(long)]
+        after: Option<Position>,
+    },
+}
+
+/// Parses the arguments and runs the subcommand to its end.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "tasklog-projector failed");
+            eprintln!("tasklog-projector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = Env::from_process();
+    // One-shot commands print their answer; logs only for what goes wrong.
+    let quiet = !matches!(cli.command, Command::Run) && env.get("RUST_LOG").is_none();
+    if quiet {
+        let format = env.get("LOG_FORMAT").unwrap_or("pretty");
+        telemetry::init(&Env::from_pairs([
+            ("RUST_LOG", "warn"),
+            ("LOG_FORMAT", format),
+        ]))?;
+    } else {
+        telemetry::init(&env)?;
+    }
+    if let Command::CopyLog { from, to, after } = cli.command {
+        return copy(&from, &to, after).await;
+    }
+    let settings = Settings::from_env(&env)?;
+    match cli.command {
+        Command::Run => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_on_signal()).await?;
+            tracing::info!("tasklog-projector stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild {
+            index_parallelism,
+            replay_ranges,
+            skip_redis,
+        } => {
+            let (db, store, redis, probe) = connect(&settings).await?;
+            let total_hint = match probe {
+                LagProbe::Postgres(_) => {
+                    // The identity's high mark: instant, and the event count give or take gaps.
+                    sqlx::query_scalar::<_, Option<i64>>(
+                        "SELECT max(position) FROM eventlog.events",
+                    )
+                    .fetch_one(&db)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|n| u64::try_from(n).ok())
+                }
+                LagProbe::Read(_) => None,
+            };
+            let mut progress = Terminal::new("rebuild");
+            let report = rebuild(
+                &db,
+                store,
+                (!skip_redis).then_some(&redis),
+                RebuildOptions {
+                    total_hint,
+                    index_parallelism,
+                    // Cutting the log needs the Postgres position encoding.
+                    replay_ranges: match probe {
+                        LagProbe::Postgres(_) => replay_ranges,
+                        LagProbe::Read(_) => 1,
+                    },
+                },
+                &mut progress,
+            )
+            .await?;
+            progress.finish();
+            let secs = report.total.as_secs_f64().max(1e-9);
+            #[allow(clippy::cast_precision_loss)]
+            let rate = report.events as f64 / secs;
+            println!(
+                "rebuilt generation {} (was {}) at {}: {} events, {} live tasks in {:.1} s ({:.0} events/s; replay {:.1} s, load {:.1} s, indexes {:.1} s)",
+                report.generation,
+                report.previous_generation,
+                report
+                    .position
+                    .map_or_else(|| "(empty log)".to_owned(), |p| p.to_string()),
+                report.events,
+                report.live_tasks,
+                secs,
+                rate,
+                report.replay.as_secs_f64(),
+                report.load.as_secs_f64(),
+                report.index.as_secs_f64(),
+            );
+            match (skip_redis, &report.counts) {
+                (true, _) => Ok(ExitCode::SUCCESS),
+                (false, Ok(generation)) => {
+                    println!("counts: generation {generation} is current");
+                    Ok(ExitCode::SUCCESS)
+                }
+                (false, Err(e)) => {
+                    eprintln!(
+                        "counts were NOT rebuilt: {e} (the read model was; run `rebuild` again or let `run` catch the counts up)"
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Verify { skip_redis } => {
+            let (db, store, redis, _) = connect(&settings).await?;
+            let report =
+                verify::verify(&db, store.as_ref(), (!skip_redis).then_some(&redis)).await?;
+            for d in report.differences.iter().take(1000) {
+                println!("{d}");
+            }
+            if report.differences.len() > 1000 {
+                println!("... and {} more", report.differences.len() - 1000);
+            }
+            let show =
+                |p: Option<Position>| p.map_or_else(|| "(start)".to_owned(), |p| p.to_string());
+            let counts = match report.counts_position {
+                Some(at) => format!("{} owners at {}", report.owners_checked, show(at)),
+                None => "not checked".to_owned(),
+            };
+            println!(
+                "verify: {} differences; {} tasks at {}; counts: {counts}",
+                report.differences.len(),
+                report.tasks_checked,
+                show(report.tasks_position),
+            );
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status => {
+            let (db, store, redis, probe) = connect(&settings).await?;
+            let status = status::status(&db, store.as_ref(), &redis, &probe).await?;
+            print!("{status}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CopyLog { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn connect(
+    settings: &Settings,
+) -> anyhow::Result<(PgPool, Arc<dyn EventStore>, RedisHandle, LagProbe)> {
+    let db = database::pool(&settings.database, "tasklog-projector")?;
+    let url = settings
+        .event_store_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned());
+    let store = tokio::time::timeout(
+        Duration::from_secs(30),
+        open_when_ready(url.as_deref(), db.clone()),
+    )
+    .await
+    .context("the event log did not become reachable within 30 s")??;
+    let probe = match backend_for(url.as_deref())? {
+        Backend::Postgres => LagProbe::Postgres(db.clone()),
+        Backend::EventStoreDb(_) => LagProbe::Read(10_000),
+    };
+    tokio::time::timeout(Duration::from_secs(30), migrate(&db))
+        .await
+        .context("Postgres did not become reachable within 30 s")??;
+    let redis = RedisHandle::new(&settings.redis)?;
+    Ok((db, store, redis, probe))
+}
+
+/// Opens a log named by URL: a Postgres database (its `eventlog` schema is
+/// created if missing) or an EventStoreDB/KurrentDB server.
+async fn open_url(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
+    let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if is_postgres {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(url)
+            .context("not a usable postgres:// URL")?;
+        Ok(open(None, pool).await?)
+    } else {
+        // The EventStoreDB adapter needs no Postgres: a pool that never connects.
+        let unused = PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1:1/unused")?;
+        Ok(open(Some(url), unused).await?)
+    }
+}
+
+async fn copy(from: &str, to: &str, after: Option<Position>) -> anyhow::Result<ExitCode> {
+    let source = open_url(from).await.context("opening --from")?;
+    let target = open_url(to).await.context("opening --to")?;
+    let mut progress = Terminal::new("copy-log");
+    let total = source.head().await.ok().flatten();
+    let done = copy_log(
+        source.as_ref(),
+        target.as_ref(),
+        after,
+        |p: &CopyProgress| {
+            progress.line(&format!(
+                "{} copied, {} already there, at {} of {}",
+                p.copied,
+                p.already_there,
+                p.position
+                    .map_or_else(|| "(start)".to_owned(), |p| p.to_string()),
+                total.map_or_else(|| "(empty)".to_owned(), |p| p.to_string()),
+            ));
+        },
+    )
+    .await;
+    progress.finish();
+    match done {
+        Ok(p) => {
+            println!(
+                "copy-log: {} events copied, {} were already there; source position {}",
+                p.copied,
+                p.already_there,
+                p.position
+                    .map_or_else(|| "(start)".to_owned(), |p| p.to_string())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(
+            "copy-log stopped; re-run with --after <the last position printed> to resume",
+        )),
+    }
+}
+
+/// Progress on stderr: one line redrawn in place on a terminal; otherwise a
+/// plain line every ten seconds, so logs are not flooded.
+struct Terminal {
+    what: &'static str,
+    tty: bool,
+    started: Instant,
+    last: Option<Instant>,
+    phase: String,
+    drawn: bool,
+}
+
+impl Terminal {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last: None,
+            phase: String::new(),
+            drawn: false,
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(10)
+        };
+        let due = self.last.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            self.last = Some(Instant::now());
+        }
+        due
+    }
+
+    fn line(&mut self, text: &str) {
+        if !self.due() {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{}: {text}", self.what);
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "{}: {text}", self.what);
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.drawn {
+            let _ = writeln!(std::io::stderr());
+        }
+        self.drawn = false;
+    }
+}
+
+impl Progress for Terminal {
+    fn phase(&mut self, phase: &str) {
+        self.finish();
+        self.phase = phase.to_owned();
+        self.last = None;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        eprintln!("{}: {phase} ({elapsed:.1} s)", self.what);
+    }
+
+    fn replayed(&mut self, done: u64, total: Option<u64>) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        #[allow(clippy::cast_precision_loss)]
+        let rate = done as f64 / secs;
+        let rest = match total {
+            Some(total) if total > done && rate > 0.0 => {
+                #[allow(clippy::cast_precision_loss)]
+                let left = (total - done) as f64 / rate;
+                format!(" of ~{total}, ~{left:.0} s left")
+            }
+            Some(total) => format!(" of ~{total}"),
+            None => String::new(),
+        };
+        self.line(&format!("{done} events{rest}, {rate:.0} events/s"));
+    }
+
+    fn loaded(&mut self, rows: u64, total: u64) {
+        self.line(&format!("{rows} of {total} rows loaded"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The Redis counts per owner as a projection: every batch's deltas and the
+//! checkpoint move together in one Lua script, which refuses a batch read
+//! after any other checkpoint, so a replay never counts twice.
+//!
+//! Keys (READMODEL.md): `{prefix}counts:current` names the generation;
+//! `{prefix}counts:{gen}:checkpoint` holds "commit/prepare";
+//! `{prefix}counts:{gen}:owner:{uuid}` is a hash of the eight counts.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use redis::Script;
+use tasklog_events::domain::{TaskEvent, TaskId, UserId};
+use tasklog_events::{EventStore, Position, RecordedEvent};
+use tasklog_platform::redis::RedisHandle;
+
+use crate::error::ProjectorError;
+use crate::fold::{Counts, TaskEventAt, count_deltas, decode_batch};
+use crate::projection::{Applied, Projection, after, report_skipped};
+
+pub const COUNTS: &str = "counts";
+pub const FIRST_GENERATION: &str = "g1";
+
+/// Where the counts stand: the generation written to and the position applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountsCheckpoint {
+    pub generation: String,
+    pub position: Option<Position>,
+}
+
+/// Makes the first generation current if none is, then answers the current
+/// generation and its checkpoint, in one step.
+static LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local gen = redis.call('GET', KEYS[1])
+local cp = redis.call('GET', ARGV[1] .. gen .. ':checkpoint') or ''
+return {gen, cp}
+",
+    )
+});
+
+/// KEYS[1] current-generation key, KEYS[2] the checkpoint of generation
+/// ARGV[1], KEYS[3..] owner hashes. ARGV[2] the checkpoint the batch was read
+/// after ('' for none), ARGV[3] the batch's last position, then 8 deltas per
+/// owner hash in `Counts::FIELDS` order.
+static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
+local stored = redis.call('GET', KEYS[2]) or ''
+if stored == ARGV[3] then return 'duplicate' end
+if stored ~= ARGV[2] then return 'moved' end
+local fields = {'total', 'todo', 'in_progress', 'done', 'low', 'medium', 'high', 'urgent'}
+for i = 3, #KEYS do
+  local base = 3 + (i - 3) * 8
+  for j = 1, 8 do
+    local d = tonumber(ARGV[base + j])
+    redis.call('HINCRBY', KEYS[i], fields[j], d)
+  end
+end
+redis.call('SET', KEYS[2], ARGV[3])
+return 'applied'
+",
+    )
+});
+
+/// Makes generation ARGV[1] current (KEYS[1]) and returns the one it replaced.
+static FLIP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[1])
+return old
+",
+    )
+});
+
+/// The current generation, its checkpoint and every owner hash of it, read
+/// atomically for `verify` (blocks Redis for one scan of that generation).
+static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('GET', KEYS[1])
+if not gen then return {} end
+local base = ARGV[1] .. gen
+local out = {gen, redis.call('GET', base .. ':checkpoint') or ''}
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', base .. ':owner:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do
+    table.insert(out, key)
+    table.insert(out, redis.call('HGETALL', key))
+  end
+until cursor == '0'
+return out
+",
+    )
+});
+
+fn position_text(p: Option<Position>) -> String {
+    p.map(|p| p.to_string()).unwrap_or_default()
+}
+
+fn parse_position(text: &str) -> Result<Option<Position>, ProjectorError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<Position>()
+        .map(Some)
+        .map_err(|_| ProjectorError::Corrupt(format!("counts checkpoint {text:?}")))
+}
+
+/// Names of this deployment's count keys.
+#[derive(Clone)]
+pub struct CountKeys {
+    redis: RedisHandle,
+}
+
+impl CountKeys {
+    pub fn current(&self) -> String {
+        self.redis.key("counts:current")
+    }
+    /// `{prefix}counts:` — generations hang below it.
+    pub fn base(&self) -> String {
+        self.redis.key("counts:")
+    }
+    pub fn checkpoint(&self, generation: &str) -> String {
+        self.redis.key(&format!("counts:{generation}:checkpoint"))
+    }
+    pub fn owner(&self, generation: &str, owner: UserId) -> String {
+        self.redis
+            .key(&format!("counts:{generation}:owner:{owner}"))
+    }
+    pub fn owner_prefix(&self, generation: &str) -> String {
+        self.redis.key(&format!("counts:{generation}:owner:"))
+    }
+}
+
+#[derive(Clone)]
+pub struct CountsProjection {
+    redis: RedisHandle,
+    keys: CountKeys,
+}
+
+impl CountsProjection {
+    pub fn new(redis: RedisHandle) -> Self {
+        Self {
+            keys: CountKeys {
+                redis: redis.clone(),
+            },
+            redis,
+        }
+    }
+
+    pub fn keys(&self) -> &CountKeys {
+        &self.keys
+    }
+
+    /// Writes a whole generation's counts (a rebuild), not current yet.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn write_generation(
+        &self,
+        generation: &str,
+        counts: &HashMap<UserId, Counts>,
+        position: Option<Position>,
+    ) -> Result<(), ProjectorError> {
+        let owners: Vec<(&UserId, &Counts)> = counts.iter().collect();
+        for chunk in owners.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (owner, c) in chunk {
+                let key = self.keys.owner(generation, **owner);
+                let pairs: Vec<(&str, i64)> =
+                    Counts::FIELDS.into_iter().zip(c.to_array()).collect();
+                pipe.del(&key).ignore().hset_multiple(&key, &pairs).ignore();
+            }
+            self.redis
+                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await?;
+        }
+        let key = self.keys.checkpoint(generation);
+        // No event counted yet: no checkpoint key (readers parse what is there).
+        let value = position.map(|p| p.to_string());
+        self.redis
+            .run(|mut c| async move {
+                match value {
+                    Some(v) => {
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&v)
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
+                    None => redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await,
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `generation` current; returns the generation it replaced.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn flip(&self, generation: &str) -> Result<Option<String>, ProjectorError> {
+        let mut invocation = FLIP.prepare_invoke();
+        invocation.key(self.keys.current()).arg(generation);
+        let old: String = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok((!old.is_empty()).then_some(old))
+    }
+
+    /// Removes every key of a generation no longer current.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn drop_generation(&self, generation: &str) -> Result<u64, ProjectorError> {
+        let pattern = format!("{}*", self.redis.key(&format!("counts:{generation}:")));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let pattern = pattern.clone();
+            let (next, keys): (u64, Vec<String>) = self
+                .redis
+                .run(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if !keys.is_empty() {
+                removed += keys.len() as u64;
+                self.redis
+                    .run(|mut c| async move {
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async::<()>(&mut c)
+                            .await
+                    })
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The current generation's checkpoint and counts, read atomically;
+    /// `None` when no generation exists yet.
+    ///
+    /// # Errors
+    /// When Redis fails or holds values that are not counts.
+    pub async fn snapshot(
+        &self,
+    ) -> Result<Option<(CountsCheckpoint, HashMap<String, HashMap<String, String>>)>, ProjectorError>
+    {
+        let mut invocation = SNAPSHOT.prepare_invoke();
+        invocation.key(self.keys.current()).arg(self.keys.base());
+        let raw: Vec<redis::Value> = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let mut items = raw.into_iter();
+        let (Some(generation), Some(checkpoint)) = (items.next(), items.next()) else {
+            return Ok(None);
+        };
+        let generation: String = redis::from_redis_value(&generation)?;
+        let checkpoint: String = redis::from_redis_value(&checkpoint)?;
+        let mut hashes = HashMap::new();
+        while let (Some(key), Some(fields)) = (items.next(), items.next()) {
+            let key: String = redis::from_redis_value(&key)?;
+            let fields: HashMap<String, String> = redis::from_redis_value(&fields)?;
+            hashes.insert(key, fields);
+        }
+        Ok(Some((
+            CountsCheckpoint {
+                generation,
+                position: parse_position(&checkpoint)?,
+            },
+            hashes,
+        )))
+    }
+
+    /// Fills in the owner of events that carry none, from the first event of
+    /// their stream (old events may predate owner metadata).
+    async fn resolve_owners(
+        &self,
+        store: &dyn EventStore,
+        events: &mut [TaskEventAt],
+        unowned: &[TaskId],
+    ) -> Result<(), ProjectorError> {
+        let mut owners: HashMap<TaskId, UserId> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                TaskEvent::Created(c) => Some((e.task_id, c.owner_id)),
+                _ => None,
+            })
+            .collect();
+        for id in unowned {
+            if owners.contains_key(id) {
+                continue;
+            }
+            let first = store.read_stream(&id.stream_id(), 0, None).await?;
+            let created = first
+                .into_iter()
+                .next()
+                .and_then(|r| TaskEvent::decode(&r.event_type, r.schema_version, r.data).ok());
+            if let Some(TaskEvent::Created(c)) = created {
+                owners.insert(*id, c.owner_id);
+            }
+        }
+        for e in events.iter_mut().filter(|e| e.owner.is_none()) {
+            e.owner = owners.get(&e.task_id).copied();
+            if e.owner.is_none() {
+                tracing::error!(task_id = %e.task_id, "no owner found for a task event; it is not counted");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projection for CountsProjection {
+    type Checkpoint = CountsCheckpoint;
+
+    fn name(&self) -> &'static str {
+        COUNTS
+    }
+
+    fn position(checkpoint: &CountsCheckpoint) -> Option<Position> {
+        checkpoint.position
+    }
+
+    async fn checkpoint(&self) -> Result<CountsCheckpoint, ProjectorError> {
+        let mut invocation = LOAD.prepare_invoke();
+        invocation
+            .key(self.keys.current())
+            .arg(self.keys.base())
+            .arg(FIRST_GENERATION);
+        let (generation, checkpoint): (String, String) = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(CountsCheckpoint {
+            generation,
+            position: parse_position(&checkpoint)?,
+        })
+    }
+
+    async fn apply(
+        &self,
+        store: &dyn EventStore,
+        expected: &CountsCheckpoint,
+        events: &[RecordedEvent],
+    ) -> Result<Applied<CountsCheckpoint>, ProjectorError> {
+        let events = after(events, expected.position);
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(Applied::Done(expected.clone()));
+        };
+        let (mut decoded, skipped) = decode_batch(events);
+        report_skipped(COUNTS, &skipped);
+        let (_, unowned) = count_deltas(&decoded);
+        if !unowned.is_empty() {
+            self.resolve_owners(store, &mut decoded, &unowned).await?;
+        }
+        let (deltas, _) = count_deltas(&decoded);
+
+        let generation = &expected.generation;
+        let mut invocation = APPLY.prepare_invoke();
+        invocation
+            .key(self.keys.current())
+            .key(self.keys.checkpoint(generation))
+            .arg(generation)
+            .arg(position_text(expected.position))
+            .arg(position_text(Some(last)));
+        for (owner, delta) in deltas.iter().filter(|(_, d)| !d.is_zero()) {
+            invocation.key(self.keys.owner(generation, *owner));
+            for d in delta.to_array() {
+                invocation.arg(d);
+            }
+        }
+        let outcome: String = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let next = CountsCheckpoint {
+            generation: generation.clone(),
+            position: Some(last),
+        };
+        match outcome.as_str() {
+            "applied" | "duplicate" => Ok(Applied::Done(next)),
+            _ => Ok(Applied::Moved(self.checkpoint().await?)),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The projector's error type: what can go wrong applying a batch.
+
+use tasklog_events::StoreError;
+use tasklog_platform::redis::RedisUnavailable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    #[error("event log: {0}")]
+    Store(#[from] StoreError),
+    #[error("migrating the read model failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Something else holds what this needs (another rebuild).
+    #[error("{0}")]
+    Busy(String),
+    /// The read model or Redis holds something no projection wrote.
+    #[error("the read side holds data it cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for ProjectorError {
+    fn from(e: redis::RedisError) -> Self {
+        ProjectorError::Redis(RedisUnavailable::Error(e))
+    }
+}

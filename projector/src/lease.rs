@@ -1,0 +1,210 @@
+//! Leases: each projection is written by one instance at a time, the one
+//! holding a Postgres advisory lock on a connection of its own. When that
+//! instance dies its connection closes, Postgres drops the lock, and a standby
+//! polling `pg_try_advisory_lock` takes over within one poll interval.
+//!
+//! The lease keeps the projection to one writer in the normal case; the
+//! checkpoint compare in every batch (see `Projection::apply`) keeps it exact
+//! even while two instances briefly both believe they hold it (a holder cut
+//! off from Postgres finishing its last batch).
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Advisory lock keys. Distinct from the migration lock of `migrate_schema`.
+pub const TASKS_LEASE: i64 = 0x7470_726f_6a00_0001;
+pub const COUNTS_LEASE: i64 = 0x7470_726f_6a00_0002;
+/// Held for the whole of a `rebuild`, so two never run at once.
+pub const REBUILD_LOCK: i64 = 0x7470_726f_6a00_0003;
+
+/// The lease key of a projection, by name.
+pub fn key_of(projection: &str) -> i64 {
+    match projection {
+        crate::counts::COUNTS => COUNTS_LEASE,
+        _ => TASKS_LEASE,
+    }
+}
+
+/// How often the holder checks its lease connection, and a standby retries.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    pub poll: Duration,
+    pub check: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(1),
+            check: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A held lease. `lost` is cancelled when its connection fails; dropping the
+/// lease closes the connection, which releases the lock.
+pub struct Lease {
+    lost: CancellationToken,
+    release: CancellationToken,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Waits until the lease is ours; `None` when `shutdown` comes first.
+    /// Connection failures are retried with backoff (never an error: a
+    /// projector outlives Postgres outages).
+    pub async fn acquire(
+        db: &PgPool,
+        key: i64,
+        holder: &str,
+        timing: LeaseTiming,
+        shutdown: &CancellationToken,
+    ) -> Option<Lease> {
+        let options: PgConnectOptions = (*db.connect_options()).clone().application_name(holder);
+        let mut conn: Option<PgConnection> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let wait = match try_lock(&mut conn, &options, key).await {
+                Ok(true) => {
+                    let conn = conn.take()?;
+                    return Some(Self::hold(conn, key, timing));
+                }
+                Ok(false) => {
+                    backoff = Duration::from_millis(200);
+                    timing.poll
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot try the lease; retrying");
+                    conn = None;
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn hold(mut conn: PgConnection, key: i64, timing: LeaseTiming) -> Lease {
+        let lost = CancellationToken::new();
+        let release = CancellationToken::new();
+        let watchdog = {
+            let lost = lost.clone();
+            let release = release.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = release.cancelled() => {
+                            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                                .bind(key)
+                                .execute(&mut conn)
+                                .await;
+                            let _ = conn.close().await;
+                            return;
+                        }
+                        () = tokio::time::sleep(timing.check) => {}
+                    }
+                    let alive = tokio::time::timeout(
+                        timing.check.max(Duration::from_secs(2)),
+                        sqlx::query("SELECT 1").execute(&mut conn),
+                    )
+                    .await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        tracing::warn!("lease connection lost; stopping this projection");
+                        lost.cancel();
+                        return;
+                    }
+                }
+            })
+        };
+        Lease {
+            lost,
+            release,
+            watchdog: Some(watchdog),
+        }
+    }
+
+    /// Cancelled when the lease's connection failed: stop writing.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Unlocks and closes the lease connection.
+    pub async fn release(mut self) {
+        self.release.cancel();
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), watchdog).await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Aborting drops the connection, which ends the session and the lock.
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+    }
+}
+
+async fn try_lock(
+    conn: &mut Option<PgConnection>,
+    options: &PgConnectOptions,
+    key: i64,
+) -> Result<bool, sqlx::Error> {
+    if conn.is_none() {
+        *conn = Some(options.connect().await?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Ok(false);
+    };
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(c)
+        .await
+}
+
+/// Who holds a lease, as Postgres sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub backend_pid: i32,
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+/// The session holding advisory lock `key` in this database, if any.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn holder(db: &PgPool, key: i64) -> Result<Option<Holder>, sqlx::Error> {
+    let row: Option<(String, Option<String>, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT coalesce(a.application_name, ''), a.client_addr::text, a.pid, a.backend_start \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 \
+             LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(
+        |(application_name, client_addr, backend_pid, since)| Holder {
+            application_name,
+            client_addr,
+            backend_pid,
+            since,
+        },
+    ))
+}

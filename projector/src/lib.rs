@@ -1,0 +1,27 @@
+//! The projector: folds the event log into the Postgres read model
+//! (`readmodel.tasks`) and the Redis counts, each with its own checkpoint and
+//! exactly-once effects; plus rebuild, verify, status and the log copier.
+
+pub mod catch_up;
+pub mod cli;
+pub mod counts;
+pub mod error;
+pub mod fold;
+pub mod lag;
+pub mod lease;
+pub mod projection;
+pub mod rebuild;
+pub mod rows;
+pub mod runner;
+pub mod schema;
+pub mod settings;
+pub mod startup;
+pub mod status;
+pub mod tasks;
+pub mod verify;
+
+pub use catch_up::catch_up;
+pub use error::ProjectorError;
+pub use schema::migrate;
+pub use settings::Settings;
+pub use startup::Application;

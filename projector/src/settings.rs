@@ -1,0 +1,127 @@
+//! The projector's settings, read from the environment once at start; any
+//! missing or invalid variable stops it with a one-line reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, RedisSettings, bind_addr};
+use tasklog_platform::server::DrainSettings;
+
+use crate::lease::LeaseTiming;
+
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8083";
+
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
+    /// Secret because such URLs often carry credentials.
+    pub event_store_url: Option<SecretString>,
+    pub bind_addr: SocketAddr,
+    /// Most events applied in one transaction (`PROJECTOR_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// Standby retry and holder self-check intervals (`PROJECTOR_LEASE_POLL_MS`).
+    pub lease: LeaseTiming,
+    /// How often lag is sampled for /metrics (`PROJECTOR_LAG_SAMPLE_MS`).
+    pub lag_sample: Duration,
+    /// How this instance shows up as a lease holder (`PROJECTOR_INSTANCE`,
+    /// default host name and process id).
+    pub instance: String,
+    pub drain: DrainSettings,
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "projector".to_owned());
+    format!("tasklog-projector@{host}:{}", std::process::id())
+}
+
+impl Settings {
+    /// # Errors
+    /// When a variable is missing or invalid; the error names it.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let event_store_url = env.get("EVENT_STORE_URL").map(str::to_owned);
+        tasklog_events::store::backend_for(event_store_url.as_deref())
+            .map_err(|e| ConfigError::new("EVENT_STORE_URL", e.to_string()))?;
+        let batch_size = env.parse("PROJECTOR_BATCH_SIZE", 2_000_usize)?;
+        if !(1..=100_000).contains(&batch_size) {
+            return Err(ConfigError::new(
+                "PROJECTOR_BATCH_SIZE",
+                "must be between 1 and 100000",
+            ));
+        }
+        let poll = env.millis("PROJECTOR_LEASE_POLL_MS", Duration::from_secs(1))?;
+        if poll.is_zero() {
+            return Err(ConfigError::new(
+                "PROJECTOR_LEASE_POLL_MS",
+                "must be at least 1",
+            ));
+        }
+        let mut redis = RedisSettings::from_env(env)?;
+        // A batch's script carries a delta per owner: give it longer than a
+        // request's lookup unless told otherwise.
+        if env.get("REDIS_TIMEOUT_MS").is_none() {
+            redis.timeout = Duration::from_secs(2);
+        }
+        Ok(Self {
+            database: DatabaseSettings::from_env(env)?,
+            redis,
+            event_store_url: event_store_url.map(SecretString::from),
+            bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
+            batch_size,
+            lease: LeaseTiming { poll, check: poll },
+            lag_sample: env.millis("PROJECTOR_LAG_SAMPLE_MS", Duration::from_secs(2))?,
+            instance: env.string("PROJECTOR_INSTANCE", &default_instance()),
+            drain: DrainSettings {
+                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
+                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.name,
+        }
+    }
+
+    #[test]
+    fn defaults_give_a_runnable_projector() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.bind_addr.port(), 8083);
+        assert_eq!(s.batch_size, 2_000);
+        assert_eq!(s.redis.prefix, "tasklog:");
+        assert!(s.event_store_url.is_none());
+        assert!(s.instance.starts_with("tasklog-projector@"));
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("EVENT_STORE_URL", "http://x")], "EVENT_STORE_URL"),
+            (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+            (&[("PROJECTOR_BATCH_SIZE", "0")], "PROJECTOR_BATCH_SIZE"),
+            (&[("PROJECTOR_BATCH_SIZE", "lots")], "PROJECTOR_BATCH_SIZE"),
+            (
+                &[("PROJECTOR_LEASE_POLL_MS", "0")],
+                "PROJECTOR_LEASE_POLL_MS",
+            ),
+            (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(err(pairs), *want, "{pairs:?}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `tasklog-projector run`: the two projections, their leases and lag
+//! samplers, and a small HTTP endpoint for health and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tasklog_events::EventStore;
+use tasklog_events::store::{Backend, OpenError, backend_for, open_when_ready};
+use tasklog_platform::config::ConfigError;
+use tasklog_platform::database::{self, retry_until_ok};
+use tasklog_platform::health::Health;
+use tasklog_platform::http::with_common_layers;
+use tasklog_platform::metrics;
+use tasklog_platform::redis::RedisHandle;
+use tasklog_platform::server::{DrainSettings, serve};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::counts::CountsProjection;
+use crate::lag::{LagProbe, sample};
+use crate::runner::{RunnerSettings, run};
+use crate::schema::migrate;
+use crate::settings::Settings;
+use crate::tasks::TasksProjection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    EventStore(#[from] OpenError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    health: Health,
+    drain: DrainSettings,
+    db: PgPool,
+    store: Arc<dyn EventStore>,
+    redis: RedisHandle,
+    probe: LagProbe,
+    runner: RunnerSettings,
+    lag_sample: std::time::Duration,
+}
+
+impl Application {
+    /// Binds first (a taken port fails at once), then waits for Postgres to
+    /// migrate and for the log to open.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a dependency is misconfigured.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let bind = |source| StartError::Bind {
+            addr: settings.bind_addr,
+            source,
+        };
+        let listener = TcpListener::bind(settings.bind_addr).await.map_err(bind)?;
+        let port = listener.local_addr().map_err(bind)?.port();
+        let db = database::pool(&settings.database, "tasklog-projector")?;
+        retry_until_ok("migrating the readmodel schema", || migrate(&db)).await;
+        let url = settings
+            .event_store_url
+            .as_ref()
+            .map(|u| u.expose_secret().to_owned());
+        let store = open_when_ready(url.as_deref(), db.clone()).await?;
+        let probe = match backend_for(url.as_deref())? {
+            Backend::Postgres => LagProbe::Postgres(db.clone()),
+            Backend::EventStoreDb(_) => LagProbe::Read(10_000),
+        };
+        let redis = RedisHandle::new(&settings.redis)?;
+        let health = health(db.clone(), store.clone());
+        let router = with_common_layers(
+            metrics::router(vec![("tasklog-projector", db.clone())]).merge(health.router()),
+        );
+        tracing::info!(port, "tasklog-projector ready");
+        Ok(Self {
+            listener,
+            port,
+            router,
+            health,
+            drain: settings.drain,
+            db,
+            store,
+            redis,
+            probe,
+            runner: RunnerSettings {
+                batch_size: settings.batch_size,
+                lease: settings.lease,
+                instance: settings.instance,
+            },
+            lag_sample: settings.lag_sample,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Projects and serves until `shutdown`; then each projection finishes
+    /// its batch and releases its lease. Dropping the future (an aborted task)
+    /// stops everything at once, like a killed process.
+    ///
+    /// # Errors
+    /// When the listener fails.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let mut tasks = JoinSet::new();
+        let tasks_projection = Arc::new(TasksProjection::new(self.db.clone()));
+        let counts_projection = Arc::new(CountsProjection::new(self.redis.clone()));
+        tasks.spawn(run(
+            tasks_projection.clone(),
+            self.store.clone(),
+            self.db.clone(),
+            self.runner.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(run(
+            counts_projection.clone(),
+            self.store.clone(),
+            self.db.clone(),
+            self.runner.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(sample(
+            tasks_projection,
+            self.store.clone(),
+            self.probe.clone(),
+            self.lag_sample,
+            shutdown.clone(),
+        ));
+        tasks.spawn(sample(
+            counts_projection,
+            self.store.clone(),
+            self.probe.clone(),
+            self.lag_sample,
+            shutdown.clone(),
+        ));
+        let served = serve(
+            self.listener,
+            self.router,
+            self.health,
+            shutdown.clone(),
+            self.drain,
+        )
+        .await;
+        // The server returns on shutdown (or failure): stop the rest too.
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        served
+    }
+}
+
+fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
+    Health::new()
+        .check("postgres", move || {
+            let db = db.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&db)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .check("event_store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        })
+}

@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The projector against real Postgres and Redis: one database and one Redis
+//! prefix per test.
+
+mod helpers;
+mod measure;
+mod projection;
+mod proxy;
+mod rebuild;
+mod service;

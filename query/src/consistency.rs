@@ -1,0 +1,100 @@
+//! Read-your-writes. `Reader` authenticates the caller, then honours
+//! `X-Min-Position` by waiting (bounded) for the projection; the
+//! `stamp_position` middleware puts `X-Projection-Position` on every response.
+//!
+//! The stamped position is read before the handler runs (and raised after a
+//! wait), never after: a notification arriving while the handler reads must
+//! not make the response claim a position its data may not reflect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tasklog_platform::ApiError;
+use tasklog_platform::auth::AuthUser;
+use uuid::Uuid;
+
+use crate::projection::ProjectionWatch;
+use crate::state::AppState;
+
+pub static MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
+pub static PROJECTION_POSITION: HeaderName = HeaderName::from_static("x-projection-position");
+
+/// The position this request's answer reflects at least.
+#[derive(Clone)]
+struct Observed(Arc<AtomicU64>);
+
+/// Stamps `X-Projection-Position` on every response, errors included.
+pub async fn stamp_position(
+    State(projection): State<ProjectionWatch>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let observed = Observed(Arc::new(AtomicU64::new(projection.current())));
+    request.extensions_mut().insert(observed.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        PROJECTION_POSITION.clone(),
+        HeaderValue::from(observed.0.load(Ordering::SeqCst)),
+    );
+    response
+}
+
+/// The authenticated caller of a query, once the projection has reached the
+/// position the caller asked for (if any).
+#[derive(Debug, Clone, Copy)]
+pub struct Reader {
+    pub user: Uuid,
+}
+
+fn min_position(parts: &Parts) -> Result<Option<u64>, ApiError> {
+    let Some(value) = parts.headers.get(&MIN_POSITION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_param(
+                "X-Min-Position",
+                "must be a log position: a non-negative integer",
+            )
+        })
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Authenticate first: an anonymous caller gets a 401 at once, never a wait.
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let Some(min) = min_position(parts)? else {
+            return Ok(Reader { user: user.id });
+        };
+        let outcome = state
+            .projection
+            .wait_for(min, state.min_position_timeout)
+            .await;
+        let reached = match outcome {
+            Ok(p) | Err(p) => p,
+        };
+        if let Some(observed) = parts.extensions.get::<Observed>() {
+            observed.0.fetch_max(reached, Ordering::SeqCst);
+        }
+        match outcome {
+            Ok(_) => Ok(Reader { user: user.id }),
+            Err(at) => Err(ApiError::Unavailable {
+                detail: format!(
+                    "the read model has not reached position {min} yet (it is at {at}); retry shortly"
+                ),
+                retry_after_secs: 1,
+            }),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! `tasklog-query`, the read side of Tasklog: task lists, search, detail,
+//! history, as-of and stats, from the projector's read models, the Redis
+//! counts and the event log. It keeps no state of its own, so any number of
+//! instances can serve behind a load balancer.
+
+pub mod consistency;
+pub mod listing;
+pub mod projection;
+pub mod read_model;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod timeline;
+
+pub use settings::Settings;
+pub use startup::{Application, StartError};

@@ -1,0 +1,152 @@
+//! How far the Postgres read model is, known without asking per request: one
+//! background task per process LISTENs on the projector's notifications and
+//! keeps the latest commit position in a watch channel that requests read
+//! (for `X-Projection-Position`) and wait on (for `X-Min-Position`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::read_model::projection_position;
+
+/// The channel the projector notifies after each committed batch (READMODEL.md).
+pub const CHANNEL: &str = "tasklog_projection";
+
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// The projection's position as this process last heard it: never ahead of
+/// the read model, so it is a safe lower bound to report and to wait on.
+#[derive(Clone)]
+pub struct ProjectionWatch {
+    sender: Arc<watch::Sender<u64>>,
+    db: PgPool,
+}
+
+impl ProjectionWatch {
+    /// Starts the listening task; it stops when `stop` is cancelled.
+    pub fn start(db: PgPool, stop: CancellationToken) -> Self {
+        let (sender, _) = watch::channel(0);
+        let this = Self {
+            sender: Arc::new(sender),
+            db,
+        };
+        tokio::spawn(this.clone().listen(stop));
+        this
+    }
+
+    pub fn current(&self) -> u64 {
+        *self.sender.borrow()
+    }
+
+    /// Positions only move forward: a late or repeated notification is ignored.
+    fn advance(&self, position: u64) {
+        self.sender.send_if_modified(|current| {
+            let newer = position > *current;
+            if newer {
+                *current = position;
+            }
+            newer
+        });
+    }
+
+    /// Reads the checkpoint row: at start, after a reconnect (notifications
+    /// may have been missed), and once when a wait is about to give up.
+    async fn resync(&self) -> Option<u64> {
+        match projection_position(&self.db).await {
+            Ok(position) => {
+                self.advance(position);
+                Some(position)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the projection checkpoint");
+                None
+            }
+        }
+    }
+
+    /// Waits until the read model has reached `min`, at most `timeout`.
+    ///
+    /// # Errors
+    /// The position reached when the time is up.
+    pub async fn wait_for(&self, min: u64, timeout: Duration) -> Result<u64, u64> {
+        let mut receiver = self.sender.subscribe();
+        let waited = tokio::time::timeout(timeout, async move {
+            receiver.wait_for(|p| *p >= min).await.map(|p| *p)
+        })
+        .await;
+        if let Ok(Ok(position)) = waited {
+            return Ok(position);
+        }
+        // A lost notification must not cost the client a 503: one read of
+        // the row before giving up (only on this slow path).
+        match self.resync().await {
+            Some(position) if position >= min => Ok(position),
+            _ => Err(self.current()),
+        }
+    }
+
+    async fn listen(self, stop: CancellationToken) {
+        let mut retry = FIRST_RETRY;
+        while !stop.is_cancelled() {
+            match self.connect().await {
+                Ok(mut listener) => {
+                    retry = FIRST_RETRY;
+                    // After LISTEN: whatever commits from here on is notified.
+                    self.resync().await;
+                    if self.relay(&mut listener, &stop).await {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for projection progress"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.db).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Relays notifications until the listener fails (false) or `stop` (true).
+    async fn relay(&self, listener: &mut PgListener, stop: &CancellationToken) -> bool {
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return true,
+                next = listener.try_recv() => next,
+            };
+            match next {
+                Ok(Some(notification)) => match notification.payload().trim().parse::<u64>() {
+                    Ok(position) => self.advance(position),
+                    Err(_) => {
+                        tracing::warn!(
+                            payload = notification.payload(),
+                            "unreadable projection notification"
+                        );
+                        self.resync().await;
+                    }
+                },
+                // The connection dropped and was re-established (re-listening):
+                // anything committed in between was not notified to us.
+                Ok(None) => {
+                    tracing::info!("projection listener reconnected");
+                    self.resync().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection listener failed; reconnecting");
+                    return false;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Every route of the service, merged in one place.
+
+pub(crate) mod openapi;
+mod path;
+pub(crate) mod stats;
+pub(crate) mod tasks;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The API routes (health is added by `startup`, outside the state).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(tasks::router())
+        .merge(stats::router())
+        .merge(openapi::router())
+}

@@ -1,0 +1,50 @@
+//! `/openapi.json`: the OpenAPI 3.1 document, generated from the handlers'
+//! annotations so it cannot drift from the code.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tasklog query service", version = "1",
+        description = "Task lists, search, detail, history, as-of and stats. Errors are application/problem+json. \
+            Every response carries X-Projection-Position, the log position the read model had reached (at least) when it was read."),
+    paths(
+        super::tasks::list,
+        super::tasks::show,
+        super::tasks::history,
+        super::stats::stats,
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, built once per call (cheap, and rarely asked for).
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+}

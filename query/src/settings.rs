@@ -1,0 +1,159 @@
+//! The query service's settings, read from the environment once at start;
+//! any missing or invalid variable stops it with a one-line reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tasklog_platform::auth::{JwtKeys, KeyUse};
+use tasklog_platform::config::{
+    ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
+};
+use tasklog_platform::hardening::HttpSettings;
+use tasklog_platform::server::DrainSettings;
+
+use crate::listing::CursorKey;
+
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8082";
+
+/// How long a request with `X-Min-Position` waits for the projection by default.
+pub const DEFAULT_MIN_POSITION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shortest `CURSOR_SECRET` accepted: an HMAC key should carry 256 bits.
+const MIN_CURSOR_SECRET_BYTES: usize = 32;
+
+pub struct Settings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
+    /// Secret because such URLs often carry credentials.
+    pub event_store_url: Option<SecretString>,
+    pub bind_addr: SocketAddr,
+    /// Verification only: this service never holds the signing key.
+    pub jwt: JwtKeys,
+    pub cursor_key: CursorKey,
+    pub min_position_timeout: Duration,
+    /// CORS, request timeout, rate limits, trusted proxies.
+    pub http: HttpSettings,
+    pub drain: DrainSettings,
+}
+
+impl Settings {
+    /// # Errors
+    /// When a variable is missing or invalid; the error names it.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let environment = env.parse("TASKLOG_ENV", Environment::Development)?;
+        let event_store_url = env.get("EVENT_STORE_URL").map(str::to_owned);
+        tasklog_events::store::backend_for(event_store_url.as_deref())
+            .map_err(|e| ConfigError::new("EVENT_STORE_URL", e.to_string()))?;
+        let min_position_timeout =
+            env.millis("MIN_POSITION_TIMEOUT_MS", DEFAULT_MIN_POSITION_TIMEOUT)?;
+        if min_position_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "MIN_POSITION_TIMEOUT_MS",
+                "must be at most 60000",
+            ));
+        }
+        Ok(Self {
+            environment,
+            database: DatabaseSettings::from_env(env)?,
+            redis: RedisSettings::from_env(env)?,
+            event_store_url: event_store_url.map(SecretString::from),
+            bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
+            jwt: JwtKeys::from_env(env, environment, KeyUse::VerifyOnly)?,
+            cursor_key: cursor_key(env, environment)?,
+            min_position_timeout,
+            http: HttpSettings::from_env(env, environment)?,
+            drain: DrainSettings {
+                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
+                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
+            },
+        })
+    }
+}
+
+/// Cursors are signed so clients cannot forge positions. Every instance
+/// behind a load balancer must sign with the same key (a cursor from one page
+/// is used on whichever instance serves the next), so production requires
+/// `CURSOR_SECRET`; development makes a random key per process.
+fn cursor_key(env: &Env, environment: Environment) -> Result<CursorKey, ConfigError> {
+    match env.secret("CURSOR_SECRET") {
+        Some(secret) => {
+            let bytes = secret.expose_secret().as_bytes();
+            if bytes.len() < MIN_CURSOR_SECRET_BYTES {
+                return Err(ConfigError::new(
+                    "CURSOR_SECRET",
+                    format!("must be at least {MIN_CURSOR_SECRET_BYTES} bytes"),
+                ));
+            }
+            Ok(CursorKey::new(bytes))
+        }
+        None if environment == Environment::Production => Err(ConfigError::new(
+            "CURSOR_SECRET",
+            "is required in production (the same value on every query instance)",
+        )),
+        None => Ok(CursorKey::random()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.name,
+        }
+    }
+
+    #[test]
+    fn defaults_give_a_runnable_development_service() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.bind_addr.port(), 8082);
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.min_position_timeout, DEFAULT_MIN_POSITION_TIMEOUT);
+        assert!(s.event_store_url.is_none());
+        assert!(s.jwt.signer.is_none(), "the query service never signs");
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("TASKLOG_ENV", "staging")], "TASKLOG_ENV"),
+            (&[("EVENT_STORE_URL", "http://x")], "EVENT_STORE_URL"),
+            (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+            (
+                &[("MIN_POSITION_TIMEOUT_MS", "soon")],
+                "MIN_POSITION_TIMEOUT_MS",
+            ),
+            (
+                &[("MIN_POSITION_TIMEOUT_MS", "600000")],
+                "MIN_POSITION_TIMEOUT_MS",
+            ),
+            (&[("CURSOR_SECRET", "short")], "CURSOR_SECRET"),
+            (&[("CURSOR_SECRET", secret)], "ok"),
+            (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
+            (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(err(pairs), *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn production_requires_a_shared_cursor_secret() {
+        let env = Env::default();
+        assert_eq!(
+            cursor_key(&env, Environment::Production)
+                .err()
+                .map(|e| e.name),
+            Some("CURSOR_SECRET".to_owned())
+        );
+        assert!(cursor_key(&env, Environment::Development).is_ok());
+    }
+}

@@ -1,0 +1,158 @@
+//! Building and running the service: pool, event log, Redis, the projection
+//! listener, routes and layers, then serving until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::{Router, middleware};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tasklog_events::EventStore;
+use tasklog_events::store::{OpenError, open_when_ready};
+use tasklog_platform::config::ConfigError;
+use tasklog_platform::database;
+use tasklog_platform::hardening::ProductionLayers;
+use tasklog_platform::health::Health;
+use tasklog_platform::redis::RedisHandle;
+use tasklog_platform::server::{DrainSettings, serve};
+use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::consistency::stamp_position;
+use crate::projection::ProjectionWatch;
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    EventStore(#[from] OpenError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    health: Health,
+    drain: DrainSettings,
+    /// Stops the projection listener with the application.
+    stop_listener: DropGuard,
+}
+
+impl Application {
+    /// Binds first (a taken port fails at once), then opens the log (waiting
+    /// for Postgres when the log lives there) and starts listening for the
+    /// projector's progress. The read model may appear later: until then
+    /// readiness says so and reads answer 503.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a dependency is misconfigured.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.bind_addr,
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: settings.bind_addr,
+                source,
+            })?
+            .port();
+        let db = database::pool(&settings.database, "tasklog-query")?;
+        let store = open_when_ready(
+            settings
+                .event_store_url
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+            db.clone(),
+        )
+        .await?;
+        let redis = RedisHandle::new(&settings.redis)?;
+        let verifier = settings.jwt.verifier.clone();
+        let stop = CancellationToken::new();
+        let projection = ProjectionWatch::start(db.clone(), stop.clone());
+        let state = AppState {
+            db: db.clone(),
+            store: store.clone(),
+            redis: redis.clone(),
+            verifier: verifier.clone(),
+            cursor_key: Arc::new(settings.cursor_key),
+            projection: projection.clone(),
+            min_position_timeout: settings.min_position_timeout,
+        };
+        let health = health(db.clone(), store);
+        let routes = routes::router().with_state(state).merge(health.router());
+        let router = ProductionLayers::new(&settings.http)
+            .rate_limits(Some(redis), Some(verifier))
+            .pool("tasklog-query", db)
+            .apply(routes)
+            // Outermost, so that every answer carries it, refusals included.
+            .layer(middleware::from_fn_with_state(projection, stamp_position));
+        tracing::info!(port, "tasklog-query ready to serve");
+        Ok(Self {
+            listener,
+            port,
+            router,
+            health,
+            drain: settings.drain,
+            stop_listener: stop.drop_guard(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests.
+    ///
+    /// # Errors
+    /// When the listener fails.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let _stop_listener = self.stop_listener;
+        serve(
+            self.listener,
+            self.router,
+            self.health,
+            shutdown,
+            self.drain,
+        )
+        .await
+    }
+}
+
+/// Redis is left out on purpose: without it stats are counted in Postgres,
+/// so it being down does not make this service unable to answer.
+fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
+    Health::new()
+        .check("postgres", move || {
+            let db = db.clone();
+            async move {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT to_regclass('readmodel.tasks') IS NOT NULL")
+                        .fetch_one(&db)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                if exists {
+                    Ok(())
+                } else {
+                    Err("readmodel.tasks does not exist yet (has the projector run?)".to_owned())
+                }
+            }
+        })
+        .check("event_store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        })
+}

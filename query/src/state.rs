@@ -1,0 +1,32 @@
+//! What every handler can reach: the read model, the log, Redis counts, the
+//! token verifier, the cursor key and the projection's progress.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use sqlx::PgPool;
+use tasklog_events::EventStore;
+use tasklog_platform::auth::TokenVerifier;
+use tasklog_platform::redis::RedisHandle;
+
+use crate::listing::CursorKey;
+use crate::projection::ProjectionWatch;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub store: Arc<dyn EventStore>,
+    pub redis: RedisHandle,
+    pub verifier: Arc<TokenVerifier>,
+    pub cursor_key: Arc<CursorKey>,
+    pub projection: ProjectionWatch,
+    pub min_position_timeout: Duration,
+}
+
+/// Lets the platform's `AuthUser` extractor find the verifier.
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}

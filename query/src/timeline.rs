@@ -1,0 +1,131 @@
+//! A task's past, read from the log rather than the read model: its history
+//! (kept after deletion) and its state at an instant, folded with the same
+//! `evolve` the command side uses.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tasklog_events::EventStore;
+use tasklog_events::StoreError;
+use tasklog_events::domain::{Task, TaskEvent, TaskId, TaskState, evolve};
+use tasklog_events::task_stream::{self, LoadError, TaskRecord};
+use tasklog_platform::ApiError;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::read_model::TaskView;
+
+/// One event of a task's history (`HistoryEntry` in API.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub version: u64,
+    /// The log position (commit) of the event, as in `Ack.position`.
+    pub position: u64,
+    #[serde(rename = "type")]
+    #[schema(example = "TaskCreated")]
+    pub kind: &'static str,
+    /// The payload upcast to the current schema of its type.
+    pub data: Value,
+    pub actor_id: Option<Uuid>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+fn log_error(e: LoadError) -> ApiError {
+    match e {
+        LoadError::Store(StoreError::Unavailable(source)) => {
+            tracing::warn!(error = %source, "event log unavailable");
+            ApiError::unavailable("the event log")
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// The task's events, if `owner` owns it: the owner is the one its
+/// `TaskCreated` names, so anyone else (and a missing task) gets `None`.
+async fn owned_records(
+    store: &dyn EventStore,
+    owner: Uuid,
+    id: Uuid,
+) -> Result<Option<Vec<TaskRecord>>, ApiError> {
+    let records = task_stream::history(store, TaskId(id), None)
+        .await
+        .map_err(log_error)?;
+    let owned = matches!(
+        records.first().map(|r| &r.event),
+        Some(TaskEvent::Created(created)) if created.owner_id.0 == owner
+    );
+    Ok(owned.then_some(records))
+}
+
+/// Every event of the task, oldest first, deletion included.
+///
+/// # Errors
+/// 503 when the log is down; 500 for an event this code cannot read.
+pub async fn history(
+    store: &dyn EventStore,
+    owner: Uuid,
+    id: Uuid,
+) -> Result<Option<Vec<HistoryEntry>>, ApiError> {
+    let Some(records) = owned_records(store, owner, id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        records
+            .into_iter()
+            .map(|r| HistoryEntry {
+                version: r.recorded.version,
+                position: r.recorded.position.commit,
+                kind: r.event.event_type(),
+                data: r.event.to_data(),
+                actor_id: r.recorded.metadata.actor_id,
+                recorded_at: r.recorded.recorded_at,
+            })
+            .collect(),
+    ))
+}
+
+/// The task as it stood at `at`: its events that had occurred by then (by
+/// their own `occurred_at`, which survives a log migration, unlike the
+/// log's `recorded_at`) folded in order. `None` if it did not exist yet, was
+/// deleted by then, or is not the owner's.
+///
+/// # Errors
+/// 503 when the log is down; 500 for an event this code cannot read.
+pub async fn as_of(
+    store: &dyn EventStore,
+    owner: Uuid,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<TaskView>, ApiError> {
+    let Some(records) = owned_records(store, owner, id).await? else {
+        return Ok(None);
+    };
+    // A prefix of the stream: a state is only ever the fold of its first events.
+    let mut state = TaskState::Absent;
+    let mut version = None;
+    for record in records.iter().take_while(|r| r.event.occurred_at() <= at) {
+        state = evolve(state, &record.event);
+        version = Some(record.recorded.version);
+    }
+    Ok(match (state, version) {
+        (TaskState::Live(task), Some(version)) => Some(view(&task, version)),
+        _ => None,
+    })
+}
+
+fn view(task: &Task, version: u64) -> TaskView {
+    TaskView {
+        id: task.id.0,
+        title: task.title.as_str().to_owned(),
+        description: task.description.as_str().to_owned(),
+        status: task.status.as_str().to_owned(),
+        priority: task.priority.as_str().to_owned(),
+        priority_rank: task.priority.rank(),
+        due_at: task.due_at,
+        tags: task.tags.to_strings(),
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        completed_at: task.completed_at,
+        version: i64::try_from(version).unwrap_or(i64::MAX),
+    }
+}

@@ -1,0 +1,338 @@
+//! `spawn_app()`: a fresh database, a Redis prefix, the real service on a
+//! random port, a reqwest client, and a seeder that appends real task events
+//! to the log (Postgres adapter) and projects them with the projector's own
+//! `catch_up`. Logs only with `TEST_LOG`.
+
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use tasklog_events::domain::{
+    CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch, TaskTitle,
+    UserId, decide,
+};
+use tasklog_events::store::postgres::PgEventStore;
+use tasklog_events::task_stream::{load, to_new_event};
+use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Position};
+use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
+use tasklog_platform::config::{Env, Environment, RedisSettings};
+use tasklog_platform::redis::RedisHandle;
+use tasklog_platform::testing::{TcpProxy, TestDb, redis_prefix, redis_url};
+use tasklog_query::{Application, Settings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
+        let _ = tasklog_platform::telemetry::init(&Env::from_pairs([("RUST_LOG", level.as_str())]));
+    }
+});
+
+static SIGNER: LazyLock<Arc<TokenSigner>> = LazyLock::new(|| {
+    JwtKeys::from_env(
+        &Env::default(),
+        Environment::Development,
+        KeyUse::SignAndVerify,
+    )
+    .expect("development keys")
+    .signer
+    .expect("a signer")
+});
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Arc<TestDb>,
+    pub store: PgEventStore,
+    /// The counts the service reads (the projector's Redis).
+    pub redis: RedisHandle,
+    shutdown: CancellationToken,
+    _server: JoinHandle<std::io::Result<()>>,
+    /// Between the service and Postgres, when spawned behind one.
+    pub proxy: Option<TcpProxy>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A user with a valid access token (as the command service would issue).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// With extra environment variables (e.g. a short wait, an unreachable Redis).
+pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, false).await
+}
+
+/// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
+pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, true).await
+}
+
+async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
+    LazyLock::force(&TRACING);
+    let db = Arc::new(TestDb::new().await.expect("test database"));
+    let prefix = redis_prefix();
+    let redis_url = redis_url();
+    let options: PgConnectOptions = db.url().parse().expect("test database url");
+    let proxy = if behind_proxy {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        Some(TcpProxy::start(target, true).await.expect("proxy"))
+    } else {
+        None
+    };
+    let database_url = match &proxy {
+        Some(p) => options.port(p.port()).to_url_lossy().to_string(),
+        None => db.url().to_owned(),
+    };
+    let mut pairs = vec![
+        ("DATABASE_URL", database_url.as_str()),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("DATABASE_MAX_CONNECTIONS", "10"),
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_PREFIX", prefix.as_str()),
+        // Tests walk many pages as one user; one test turns the limit on.
+        ("RATE_LIMIT_API", "0"),
+    ];
+    pairs.extend(env.iter().copied());
+    let env = Env::from_pairs(pairs);
+    let settings = Settings::from_env(&env).expect("test settings");
+    // The projector's Redis is the real one even when the service is pointed elsewhere.
+    let redis = RedisHandle::new(&RedisSettings {
+        url: redis_url.clone(),
+        prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("redis handle");
+    let store = PgEventStore::new(db.pool().clone());
+    store.migrate().await.expect("event log schema");
+    tasklog_projector::migrate(db.pool())
+        .await
+        .expect("read model schema");
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        store,
+        redis,
+        shutdown,
+        _server: server,
+        proxy,
+    }
+}
+
+/// A new task's fields; `at` is its `occurred_at` (its `created_at`).
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub title: String,
+    pub description: String,
+    pub status: Status,
+    pub priority: Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl NewTask {
+    pub fn titled(title: &str) -> Self {
+        Self {
+            title: title.to_owned(),
+            description: String::new(),
+            status: Status::Todo,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: vec![],
+            at: Utc::now(),
+        }
+    }
+}
+
+pub fn user() -> User {
+    let id = Uuid::new_v4();
+    User {
+        id,
+        token: SIGNER.issue(id).expect("token").token,
+    }
+}
+
+impl TestApp {
+    /// Appends a `TaskCreated` to the log (not projected yet).
+    pub async fn create(&self, user: &User, task: NewTask) -> (Uuid, AppendOutcome) {
+        let id = TaskId(Uuid::now_v7());
+        let command = TaskCommand::Create(CreateTask {
+            task_id: id,
+            owner: UserId(user.id),
+            title: TaskTitle::parse(&task.title).expect("title"),
+            description: TaskDescription::parse(&task.description).expect("description"),
+            status: task.status,
+            priority: task.priority,
+            due_at: task.due_at,
+            tags: Tags::parse(&task.tags).expect("tags"),
+            at: task.at,
+        });
+        let events = decide(&tasklog_events::domain::TaskState::Absent, command).expect("create");
+        let outcome = self
+            .append(user, id, ExpectedVersion::NoStream, &events)
+            .await;
+        (id.0, outcome)
+    }
+
+    /// Appends the events of a patch made at `at`.
+    pub async fn update(
+        &self,
+        user: &User,
+        id: Uuid,
+        patch: TaskPatch,
+        at: DateTime<Utc>,
+    ) -> AppendOutcome {
+        self.command(
+            user,
+            id,
+            TaskCommand::Update {
+                actor: UserId(user.id),
+                patch,
+                at,
+            },
+        )
+        .await
+    }
+
+    pub async fn delete(&self, user: &User, id: Uuid, at: DateTime<Utc>) -> AppendOutcome {
+        self.command(
+            user,
+            id,
+            TaskCommand::Delete {
+                actor: UserId(user.id),
+                at,
+            },
+        )
+        .await
+    }
+
+    async fn command(&self, user: &User, id: Uuid, command: TaskCommand) -> AppendOutcome {
+        let loaded = load(&self.store, TaskId(id), None).await.expect("load");
+        let events = decide(&loaded.state, command).expect("decide");
+        let expected = ExpectedVersion::Exact(loaded.version.expect("existing task"));
+        self.append(user, TaskId(id), expected, &events).await
+    }
+
+    async fn append(
+        &self,
+        user: &User,
+        id: TaskId,
+        expected: ExpectedVersion,
+        events: &[tasklog_events::domain::TaskEvent],
+    ) -> AppendOutcome {
+        let metadata = Metadata {
+            actor_id: Some(user.id),
+            owner_id: Some(user.id),
+            request_id: None,
+            causation_id: None,
+        };
+        let new_events = events
+            .iter()
+            .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
+            .collect();
+        self.store
+            .append(&id.stream_id(), expected, new_events)
+            .await
+            .expect("append")
+    }
+
+    /// Projects everything appended so far into Postgres and Redis.
+    pub async fn project(&self) -> Option<Position> {
+        tasklog_projector::catch_up(self.db.pool(), &self.store, Some(&self.redis))
+            .await
+            .expect("catch up")
+    }
+
+    /// Projects into Postgres only, leaving the Redis counts behind.
+    pub async fn project_postgres_only(&self) -> Option<Position> {
+        tasklog_projector::catch_up(self.db.pool(), &self.store, None)
+            .await
+            .expect("catch up")
+    }
+
+    pub fn get(&self, user: &User, path: &str) -> RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(&user.token)
+    }
+
+    pub fn anonymous(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.address))
+    }
+
+    /// GET as `user`, expecting 200 and JSON.
+    pub async fn json(&self, user: &User, path: &str) -> Value {
+        let response = self.get(user, path).send().await.expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    /// Every task of a cursor walk, page by page; panics past 1000 pages.
+    pub async fn walk(&self, user: &User, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let path = match &cursor {
+                None => format!("/v1/tasks?{query}"),
+                Some(c) => format!("/v1/tasks?{query}&cursor={c}"),
+            };
+            let page = self.json(user, &path).await;
+            out.extend(page["tasks"].as_array().expect("tasks").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+        panic!("more than 1000 pages");
+    }
+}
+
+/// Asserts a problem+json answer with this status and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+/// The field a 400 names.
+pub fn field(problem: &Value) -> &str {
+    problem["errors"][0]["field"].as_str().unwrap_or_default()
+}
+
+/// The ids of listed tasks, in order.
+pub fn ids(tasks: &[Value]) -> Vec<String> {
+    tasks
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect()
+}
