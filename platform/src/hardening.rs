@@ -20,7 +20,19 @@
 //! ```
 //!
 //! The router must be served with connect info (as `server::serve` does) for
-//! per-IP limits to see the peer.
+//! per-IP limits to see the peer. `apply` replaces `http::with_common_layers`
+//! (it includes the request ids, tracing, fallbacks and body limit): call one
+//! or the other, not both. Layers a service adds after `apply` (the query
+//! service's `X-Projection-Position`) wrap the whole stack.
+//!
+//! A binary without public routes (the projector) needs only
+//! `metrics::router(pools)` merged into its router, and `metrics::install()`
+//! in place of a recorder of its own.
+//!
+//! Order, outermost first: request id, trace span, metrics, security headers,
+//! CORS (preflights end here), compression, rate limits, timeout, body limit,
+//! panic catcher, routes. So every refusal is traced, counted, carries the
+//! headers and can be read by a browser.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -66,7 +66,8 @@ pub(crate) fn on_response<B>(response: &Response<B>, latency: Duration, span: &S
 }
 
 /// Wraps a service's router in the shared layers. Apply last, so the layers
-/// see every route.
+/// see every route. Services in production use
+/// `hardening::ProductionLayers::apply`, which includes these.
 pub fn with_common_layers(router: Router) -> Router {
     router
         .fallback(|| async { ApiError::NotFound })

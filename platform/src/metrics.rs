@@ -3,6 +3,12 @@
 //! metrics middleware, and a `/metrics` route any service or the projector
 //! can mount.
 //!
+//! Histograms named `*_seconds` get latency buckets (1 ms to 10 s) and
+//! `*_events` count buckets (1 to 10,000); anything else renders as a
+//! summary. Only one recorder can be global: a binary that installs its own
+//! (the projector's `metrics_handle()` today) must call [`install`] instead,
+//! or one of the two renders nothing.
+//!
 //! Recording elsewhere is the `metrics` crate's macros, re-exported here so
 //! a crate needs no dependency of its own:
 //!
@@ -30,6 +36,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Items per batch (e.g. the projector's `projector_batch_events`).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
 /// How often histogram samples are folded in when nobody scrapes, so memory
 /// stays bounded.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -42,10 +53,10 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_duration_seconds".to_owned()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_events".to_owned()), COUNT_BUCKETS)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -138,12 +138,12 @@ impl Decision {
     }
 }
 
-/// Counts the hit and returns the count and the window's remaining ms. A key
-/// left without expiry (should never happen) gets one, so it cannot lock a
-/// client out for good.
+/// Reserves `ARGV[2]` requests of the window and returns the count after the
+/// reservation and the window's remaining ms. A key left without expiry
+/// (should never happen) gets one, so it cannot lock a client out for good.
 const WINDOW_SCRIPT: &str = r"
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 local ttl = redis.call('PTTL', KEYS[1])
@@ -153,6 +153,16 @@ if ttl < 0 then
 end
 return {count, ttl}
 ";
+
+/// How many requests one Redis call reserves for this instance: a hundredth
+/// of the quota (at most 100), so a busy key costs a Redis round trip every
+/// few requests instead of every one. Small quotas (the auth one) reserve 1
+/// and are counted exactly. Reservations never let more than the quota
+/// through across instances; an instance that stops with some unused only
+/// makes the budget a little tighter until the window ends.
+fn lease_size(quota: Quota) -> u64 {
+    (quota.limit / 100).clamp(1, 100)
+}
 
 /// After a Redis failure, the local limiter alone decides for this long, so
 /// an outage costs one slow call per second rather than one per request.
@@ -166,6 +176,7 @@ pub struct RateLimiter {
     redis: Option<RedisHandle>,
     script: redis::Script,
     local: Mutex<HashMap<String, LocalWindow>>,
+    leases: Mutex<HashMap<String, Lease>>,
     started: Instant,
     /// Milliseconds since `started` before which Redis is not tried.
     redis_down_until: AtomicU64,
@@ -176,6 +187,14 @@ struct LocalWindow {
     count: u64,
 }
 
+/// Requests reserved in Redis and not yet spent by this instance.
+struct Lease {
+    ends: Instant,
+    tokens: u64,
+    /// What the quota had left beyond this lease when it was taken.
+    remaining_beyond: u64,
+}
+
 impl RateLimiter {
     /// With `None`, every instance counts on its own.
     pub fn new(redis: Option<RedisHandle>) -> Self {
@@ -183,6 +202,7 @@ impl RateLimiter {
             redis,
             script: redis::Script::new(WINDOW_SCRIPT),
             local: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
             started: Instant::now(),
             redis_down_until: AtomicU64::new(0),
         }
@@ -195,6 +215,9 @@ impl RateLimiter {
     /// Counts one request against `key`'s quota and says whether it may pass.
     pub async fn hit(&self, key: &str, quota: Quota) -> Decision {
         if let Some(redis) = &self.redis {
+            if let Some(decision) = self.spend_lease(key, quota) {
+                return decision;
+            }
             if self.now_ms() >= self.redis_down_until.load(Ordering::Relaxed) {
                 match self.hit_redis(redis, key, quota).await {
                     Ok(decision) => return decision,
@@ -210,6 +233,24 @@ impl RateLimiter {
         self.hit_local(key, quota)
     }
 
+    /// One request from this instance's reservation for `key`, if it has one.
+    fn spend_lease(&self, key: &str, quota: Quota) -> Option<Decision> {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().ok()?;
+        let lease = leases.get_mut(key)?;
+        if lease.ends <= now || lease.tokens == 0 {
+            leases.remove(key);
+            return None;
+        }
+        lease.tokens -= 1;
+        Some(Decision {
+            allowed: true,
+            limit: quota.limit,
+            remaining: lease.remaining_beyond + lease.tokens,
+            reset: lease.ends - now,
+        })
+    }
+
     async fn hit_redis(
         &self,
         redis: &RedisHandle,
@@ -218,15 +259,54 @@ impl RateLimiter {
     ) -> Result<Decision, crate::redis::RedisUnavailable> {
         let full_key = redis.key(&format!("ratelimit:{key}"));
         let window_ms = u64::try_from(quota.window.as_millis()).unwrap_or(u64::MAX);
+        let want = lease_size(quota);
         let (count, ttl): (u64, i64) = redis
             .run(|mut conn| {
                 let mut invocation = self.script.key(full_key);
-                invocation.arg(window_ms);
+                invocation.arg(window_ms).arg(want);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
         let reset = Duration::from_millis(u64::try_from(ttl).unwrap_or(window_ms));
-        Ok(Decision::new(quota, count, reset))
+        // What was left before this reservation, up to what was asked for.
+        let granted = quota
+            .limit
+            .saturating_sub(count - want.min(count))
+            .min(want);
+        if granted == 0 {
+            return Ok(Decision {
+                allowed: false,
+                limit: quota.limit,
+                remaining: 0,
+                reset,
+            });
+        }
+        let remaining_beyond = quota.limit.saturating_sub(count);
+        let tokens = granted - 1;
+        if tokens > 0 {
+            if let Ok(mut leases) = self.leases.lock() {
+                if leases.len() >= LOCAL_MAX_KEYS {
+                    let now = Instant::now();
+                    leases.retain(|_, l| l.ends > now);
+                }
+                if leases.len() < LOCAL_MAX_KEYS {
+                    leases.insert(
+                        key.to_owned(),
+                        Lease {
+                            ends: Instant::now() + reset,
+                            tokens,
+                            remaining_beyond,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Decision {
+            allowed: true,
+            limit: quota.limit,
+            remaining: remaining_beyond + tokens,
+            reset,
+        })
     }
 
     fn hit_local(&self, key: &str, quota: Quota) -> Decision {
@@ -318,6 +398,18 @@ mod tests {
         ]))
         .unwrap();
         assert!(!off.is_enabled());
+    }
+
+    #[test]
+    fn small_quotas_are_counted_one_by_one_large_ones_in_leases() {
+        let q = |limit| Quota {
+            limit,
+            window: Duration::from_secs(60),
+        };
+        assert_eq!(lease_size(q(10)), 1);
+        assert_eq!(lease_size(q(199)), 1);
+        assert_eq!(lease_size(q(1000)), 10);
+        assert_eq!(lease_size(q(1_000_000)), 100);
     }
 
     #[tokio::test]

@@ -184,14 +184,20 @@ impl CountsProjection {
                 .await?;
         }
         let key = self.keys.checkpoint(generation);
-        let value = position_text(position);
+        // No event counted yet: no checkpoint key (readers parse what is there).
+        let value = position.map(|p| p.to_string());
         self.redis
             .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&value)
-                    .query_async::<()>(&mut c)
-                    .await
+                match value {
+                    Some(v) => {
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&v)
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
+                    None => redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await,
+                }
             })
             .await?;
         Ok(())

@@ -27,8 +27,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
-use tasklog_events::domain::TaskId;
+use tasklog_events::domain::{TaskEvent, TaskId};
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use tasklog_platform::redis::RedisHandle;
 
@@ -72,6 +73,9 @@ pub struct RebuildOptions {
     pub total_hint: Option<u64>,
     /// Connections building indexes at once.
     pub index_parallelism: usize,
+    /// Stretches of the log replayed at once. Only for the Postgres log
+    /// (cuts are made at transaction ids); 0 or 1 replays in one stretch.
+    pub replay_ranges: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -141,8 +145,13 @@ async fn rebuild_locked(
 
     progress.phase("replaying the log");
     let replay_started = Instant::now();
-    let (mut map, mut position, events) =
-        replay(store.clone(), options.total_hint, progress).await?;
+    let (mut map, mut position, events) = replay(
+        store.clone(),
+        options.total_hint,
+        options.replay_ranges.max(1),
+        progress,
+    )
+    .await?;
     let replay = replay_started.elapsed();
 
     progress.phase("loading rows (COPY)");
@@ -209,46 +218,165 @@ async fn rebuild_locked(
     })
 }
 
-/// Reads the whole log and folds it in memory. Reading and decoding run on
-/// a task of their own, folding here, so the two overlap.
+/// What folding one stretch of the log gives.
+#[derive(Default)]
+struct RangeFold {
+    /// Tasks created in the stretch, as it leaves them (deleted ones gone).
+    rows: HashMap<TaskId, TaskRow>,
+    /// Events of tasks created before the stretch, in order, to fold onto
+    /// the earlier stretches' result.
+    pending: HashMap<TaskId, Vec<TaskEventAt>>,
+    /// Tasks whose `TaskCreated` lies in the stretch.
+    created: std::collections::HashSet<TaskId>,
+    events: u64,
+}
+
+/// Reads the whole log and folds it in memory. With `ranges` > 1 (the
+/// Postgres log only) the log is cut at transaction boundaries into stretches
+/// replayed at once; each stretch is a pipeline of its own (a task reads
+/// pages, blocking-pool threads decode them, order kept, and a task folds).
+/// A task's events are folded in log order all the same: a stretch folds only
+/// the tasks created in it and keeps the others' events for the merge.
 async fn replay(
     store: Arc<dyn EventStore>,
     total_hint: Option<u64>,
+    ranges: usize,
     progress: &mut dyn Progress,
 ) -> Result<(HashMap<TaskId, TaskRow>, Option<Position>, u64), ProjectorError> {
     let head = store.head().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<TaskEventAt>, usize, Position)>(4);
+    let Some(head_position) = head else {
+        return Ok((HashMap::new(), None, 0));
+    };
+    let first = loop {
+        match store.read_all(None, 1).await?.first() {
+            Some(e) => break e.position,
+            None => tokio::time::sleep(HELD_BACK).await,
+        }
+    };
+    let cuts = cut_points(first, head_position, ranges);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut folds = tokio::task::JoinSet::new();
+    let mut bounds: Vec<Option<Position>> = vec![None];
+    bounds.extend(cuts.iter().copied().map(Some));
+    for (i, after) in bounds.iter().copied().enumerate() {
+        let until = bounds
+            .get(i + 1)
+            .copied()
+            .flatten()
+            .unwrap_or(head_position);
+        let (store, counter) = (store.clone(), counter.clone());
+        folds.spawn(async move { (i, replay_range(store, after, until, i == 0, counter).await) });
+    }
+    let mut results: Vec<Option<RangeFold>> = (0..bounds.len()).map(|_| None).collect();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    while !folds.is_empty() {
+        tokio::select! {
+            done = folds.join_next() => {
+                let Some(done) = done else { break };
+                let (i, fold) = done.map_err(|e| ProjectorError::Corrupt(format!("a replay task stopped: {e}")))?;
+                results[i] = Some(fold?);
+            }
+            _ = tick.tick() => {
+                progress.replayed(counter.load(std::sync::atomic::Ordering::Relaxed), total_hint);
+            }
+        }
+    }
+    let mut map: HashMap<TaskId, TaskRow> = HashMap::new();
+    let mut events = 0;
+    for fold in results.into_iter().flatten() {
+        for (_, later) in fold.pending {
+            fold_rows(&mut map, &later);
+        }
+        map.extend(fold.rows);
+        events += fold.events;
+    }
+    progress.replayed(events, total_hint);
+    Ok((map, head, events))
+}
+
+/// Positions that cut the Postgres log into `ranges` stretches of about equal
+/// transaction-id span, each just after the last event of a transaction.
+/// (A Postgres commit position is `tx_id << 16 | append_seq`.)
+fn cut_points(first: Position, head: Position, ranges: usize) -> Vec<Position> {
+    let (low, high) = (first.commit >> 16, head.commit >> 16);
+    let ranges = ranges.max(1) as u64;
+    let mut cuts: Vec<Position> = (1..ranges)
+        .map(|i| low + (high - low) * i / ranges)
+        .filter(|tx| *tx >= low && *tx < high)
+        .map(|tx| Position::new((tx << 16) | 0xFFFF, u64::MAX))
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
+/// Folds the events after `after` up to and including `until`.
+async fn replay_range(
+    store: Arc<dyn EventStore>,
+    after: Option<Position>,
+    until: Position,
+    first_range: bool,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<RangeFold, ProjectorError> {
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
     let reader = tokio::spawn(async move {
-        let mut position: Option<Position> = None;
-        while position < head {
-            let page = store.read_all(position, REPLAY_PAGE).await?;
+        let mut position = after;
+        while position < Some(until) {
+            let mut page = store.read_all(position, REPLAY_PAGE).await?;
             let Some(last) = page.last().map(|e| e.position) else {
                 tokio::time::sleep(HELD_BACK).await;
                 continue;
             };
-            let n = page.len();
-            let (decoded, skipped) = decode_owned(page);
-            report_skipped(TASKS, &skipped);
-            if tx.send((decoded, n, last)).await.is_err() {
+            page.truncate(page.partition_point(|e| e.position <= until));
+            position = Some(last);
+            if page.is_empty() {
                 break;
             }
-            position = Some(last);
+            if pages_tx.send(page).await.is_err() {
+                break;
+            }
         }
         Ok::<_, ProjectorError>(())
     });
-    let mut map: HashMap<TaskId, TaskRow> = HashMap::new();
-    let mut position = None;
-    let mut events = 0_u64;
-    while let Some((decoded, n, last)) = rx.recv().await {
-        fold_rows(&mut map, &decoded);
-        events += n as u64;
-        position = Some(last);
-        progress.replayed(events, total_hint);
+    let pages = futures::stream::poll_fn(move |cx| pages_rx.poll_recv(cx));
+    let mut decoded = pages
+        .map(|page| {
+            tokio::task::spawn_blocking(move || {
+                let n = page.len();
+                let (events, skipped) = decode_owned(page);
+                (events, skipped, n)
+            })
+        })
+        .buffered(2);
+    let mut fold = RangeFold::default();
+    while let Some(done) = decoded.next().await {
+        let (batch, skipped, n) =
+            done.map_err(|e| ProjectorError::Corrupt(format!("a decoder stopped: {e}")))?;
+        report_skipped(TASKS, &skipped);
+        if first_range {
+            fold_rows(&mut fold.rows, &batch);
+        } else {
+            let mut ours = Vec::with_capacity(batch.len());
+            for e in batch {
+                if matches!(e.event, TaskEvent::Created(_))
+                    && !fold.pending.contains_key(&e.task_id)
+                {
+                    fold.created.insert(e.task_id);
+                }
+                if fold.created.contains(&e.task_id) {
+                    ours.push(e);
+                } else {
+                    fold.pending.entry(e.task_id).or_default().push(e);
+                }
+            }
+            fold_rows(&mut fold.rows, &ours);
+        }
+        fold.events += n as u64;
+        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     reader
         .await
         .map_err(|e| ProjectorError::Corrupt(format!("the log reader stopped: {e}")))??;
-    Ok((map, position, events))
+    Ok(fold)
 }
 
 /// Rows changed by a transaction not yet committed, over the in-memory map
@@ -511,4 +639,29 @@ async fn rebuild_counts(
         }
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_fall_after_the_last_event_of_a_transaction_and_split_the_span() {
+        let first = Position::new(100 << 16, 1);
+        let head = Position::new((500 << 16) | 3, 9_000);
+        let cuts = cut_points(first, head, 4);
+        assert_eq!(
+            cuts,
+            vec![
+                Position::new((200 << 16) | 0xFFFF, u64::MAX),
+                Position::new((300 << 16) | 0xFFFF, u64::MAX),
+                Position::new((400 << 16) | 0xFFFF, u64::MAX),
+            ]
+        );
+        // Every event of transaction 200 is at or before the cut, none of 201.
+        assert!(Position::new((200 << 16) | 7, 1_000_000) <= cuts[0]);
+        assert!(Position::new(201 << 16, 0) > cuts[0]);
+        assert!(cut_points(first, head, 1).is_empty());
+        assert!(cut_points(head, head, 3).is_empty());
+    }
 }

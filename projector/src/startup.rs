@@ -2,13 +2,9 @@
 //! samplers, and a small HTTP endpoint for health and metrics.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
@@ -17,6 +13,7 @@ use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::health::Health;
 use tasklog_platform::http::with_common_layers;
+use tasklog_platform::metrics;
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::server::{DrainSettings, serve};
 use tokio::net::TcpListener;
@@ -42,38 +39,6 @@ pub enum StartError {
     },
     #[error(transparent)]
     EventStore(#[from] OpenError),
-}
-
-/// The process-wide Prometheus recorder (installed once; tests start several
-/// applications in one process).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let builder = builder
-                .set_buckets_for_metric(
-                    Matcher::Full("projector_batch_apply_seconds".into()),
-                    &[
-                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ],
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("projector_batch_events".into()),
-                        &[
-                            1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
-                        ],
-                    )
-                })
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder is installed; then ours renders empty.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 pub struct Application {
@@ -115,22 +80,9 @@ impl Application {
             Backend::EventStoreDb(_) => LagProbe::Read(10_000),
         };
         let redis = RedisHandle::new(&settings.redis)?;
-        let handle = metrics_handle();
         let health = health(db.clone(), store.clone());
-        let metrics_route = get(move || {
-            let handle = handle.clone();
-            async move {
-                (
-                    [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    handle.render(),
-                )
-                    .into_response()
-            }
-        });
         let router = with_common_layers(
-            Router::new()
-                .route("/metrics", metrics_route)
-                .merge(health.router()),
+            metrics::router(vec![("tasklog-projector", db.clone())]).merge(health.router()),
         );
         tracing::info!(port, "tasklog-projector ready");
         Ok(Self {

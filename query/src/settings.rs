@@ -9,6 +9,7 @@ use tasklog_platform::auth::{JwtKeys, KeyUse};
 use tasklog_platform::config::{
     ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
 };
+use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
 use crate::listing::CursorKey;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub jwt: JwtKeys,
     pub cursor_key: CursorKey,
     pub min_position_timeout: Duration,
+    /// CORS, request timeout, rate limits, trusted proxies.
+    pub http: HttpSettings,
     pub drain: DrainSettings,
 }
 
@@ -61,6 +64,7 @@ impl Settings {
             jwt: JwtKeys::from_env(env, environment, KeyUse::VerifyOnly)?,
             cursor_key: cursor_key(env, environment)?,
             min_position_timeout,
+            http: HttpSettings::from_env(env, environment)?,
             drain: DrainSettings {
                 ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
                 drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,

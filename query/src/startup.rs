@@ -11,8 +11,8 @@ use tasklog_events::EventStore;
 use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database;
+use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
-use tasklog_platform::http::with_common_layers;
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::server::{DrainSettings, serve};
 use tokio::net::TcpListener;
@@ -80,22 +80,26 @@ impl Application {
         )
         .await?;
         let redis = RedisHandle::new(&settings.redis)?;
+        let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();
         let projection = ProjectionWatch::start(db.clone(), stop.clone());
         let state = AppState {
             db: db.clone(),
             store: store.clone(),
-            redis,
-            verifier: settings.jwt.verifier.clone(),
+            redis: redis.clone(),
+            verifier: verifier.clone(),
             cursor_key: Arc::new(settings.cursor_key),
             projection: projection.clone(),
             min_position_timeout: settings.min_position_timeout,
         };
-        let health = health(db, store);
-        let router = layers(
-            routes::router().with_state(state).merge(health.router()),
-            projection,
-        );
+        let health = health(db.clone(), store);
+        let routes = routes::router().with_state(state).merge(health.router());
+        let router = ProductionLayers::new(&settings.http)
+            .rate_limits(Some(redis), Some(verifier))
+            .pool("tasklog-query", db)
+            .apply(routes)
+            // Outermost, so that every answer carries it, refusals included.
+            .layer(middleware::from_fn_with_state(projection, stamp_position));
         tracing::info!(port, "tasklog-query ready to serve");
         Ok(Self {
             listener,
@@ -151,12 +155,4 @@ fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
             let store = store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
         })
-}
-
-/// The HTTP stack around the routes. Rate limits, security headers, CORS and
-/// metrics (a later issue) are added here, inside the common layers so their
-/// refusals carry a request id and are traced. `X-Projection-Position` goes
-/// outermost so that every answer carries it, refusals included.
-fn layers(router: Router, projection: ProjectionWatch) -> Router {
-    with_common_layers(router).layer(middleware::from_fn_with_state(projection, stamp_position))
 }

@@ -67,8 +67,11 @@ impl System {
             ),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
-            // Outages should turn into 503s quickly, not hang a test.
-            ("DATABASE_ACQUIRE_TIMEOUT_MS", "1000"),
+            // Generous: this machine is shared and tests run in parallel, so a
+            // new connection or a projection step may take seconds. The outage
+            // test asks for quick 503s itself.
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "5000"),
+            ("MIN_POSITION_TIMEOUT_MS", "15000"),
             ("RATE_LIMIT_AUTH", "0"),
             ("RATE_LIMIT_API", "0"),
         ]

@@ -8,7 +8,7 @@ use tasklog_events::domain::{
     decide,
 };
 use tasklog_events::task_stream::to_new_event;
-use tasklog_events::{EventStore, ExpectedVersion};
+use tasklog_events::{EventStore, ExpectedVersion, StoreError};
 use uuid::Uuid;
 
 use super::idempotency::{self, Claim};
@@ -81,15 +81,27 @@ pub async fn create_task(
     let events =
         decide(&TaskState::Absent, command).map_err(|_| TaskCommandError::NotFound(task_id))?;
     let metadata = ctx.metadata(ctx.actor);
-    let new_events = events
+    let new_events: Vec<_> = events
         .iter()
         .zip(event_ids(first_event_id, events.len()))
         .map(|(e, id)| to_new_event(e, id, metadata.clone()))
         .collect();
     // A re-run with the same event ids is answered with the original append.
-    let outcome = store
-        .append(&task_id.stream_id(), ExpectedVersion::NoStream, new_events)
-        .await?;
+    let stream = task_id.stream_id();
+    let outcome = match store
+        .append(&stream, ExpectedVersion::NoStream, new_events.clone())
+        .await
+    {
+        // A twin request with the same idempotency key appended these very
+        // events while this one was in flight; now that it has committed, the
+        // same ids make a second try answer with its result.
+        Err(StoreError::Conflict { .. }) if ctx.idempotency_key.is_some() => {
+            store
+                .append(&stream, ExpectedVersion::NoStream, new_events)
+                .await?
+        }
+        other => other?,
+    };
     let ack = Ack {
         id: task_id.0,
         version: outcome.version,

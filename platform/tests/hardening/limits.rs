@@ -189,3 +189,26 @@ async fn zero_turns_a_limit_off() {
         assert!(header(&response, "ratelimit-limit").is_none());
     }
 }
+
+#[tokio::test]
+async fn leased_budgets_never_let_more_than_the_quota_through_two_instances() {
+    let prefix = redis_prefix();
+    // 200 per window: each Redis call reserves 2 for the instance that made it.
+    let env = [("RATE_LIMIT_AUTH", "200/60s")];
+    let options = || Options {
+        env: &env,
+        redis_prefix: prefix.clone(),
+        ..Options::default()
+    };
+    let a = spawn_with(options()).await;
+    let b = spawn_with(options()).await;
+    let mut allowed = 0;
+    for i in 0..250 {
+        let app = if i % 3 == 0 { &b } else { &a };
+        if app.login().await.status() == 200 {
+            allowed += 1;
+        }
+    }
+    // At most one reserved request per instance may go unspent.
+    assert!((198..=200).contains(&allowed), "{allowed} allowed");
+}

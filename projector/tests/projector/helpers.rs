@@ -160,6 +160,12 @@ impl World {
         panic!("timed out waiting for: {what}");
     }
 
+    /// The whole log, once every event up to the head is visible to readers
+    /// (an open transaction anywhere on the server holds the log back).
+    pub async fn all_events(&self) -> Vec<tasklog_events::RecordedEvent> {
+        all_events_of(self.store.as_ref()).await
+    }
+
     pub async fn head(&self) -> Option<Position> {
         self.store.head().await.expect("head")
     }
@@ -184,6 +190,19 @@ impl World {
             .expect("verify runs")
             .differences
     }
+}
+
+/// A log's events up to its head, waiting while they are held back.
+pub async fn all_events_of(store: &dyn EventStore) -> Vec<tasklog_events::RecordedEvent> {
+    let head = store.head().await.expect("head");
+    for _ in 0..600 {
+        let events = store.read_all(None, 1_000_000).await.expect("read_all");
+        if events.last().map(|e| e.position) >= head {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log stayed held back");
 }
 
 pub fn redis_handle(url: &str, prefix: &str) -> RedisHandle {

@@ -3,6 +3,7 @@
 //! prefix per test.
 
 mod helpers;
+mod measure;
 mod projection;
 mod proxy;
 mod rebuild;

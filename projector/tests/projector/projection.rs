@@ -1,7 +1,6 @@
 //! Every event type lands in the read model and the counts; applying a batch
 //! twice changes nothing.
 
-use tasklog_events::EventStore;
 use tasklog_events::domain::{Priority, Status, Tags, TaskDescription, TaskPatch, TaskTitle};
 use tasklog_projector::catch_up;
 use tasklog_projector::counts::CountsProjection;
@@ -182,7 +181,7 @@ async fn a_batch_applied_twice_changes_nothing_in_either_projection() {
     tasklog_projector::migrate(w.pool()).await.unwrap();
     let people = owners(3);
     w.writer.busy_history(&people, 30).await;
-    let events = w.store.read_all(None, 10_000).await.unwrap();
+    let events = w.all_events().await;
     assert!(events.len() > 50);
     let (first, second) = events.split_at(events.len() / 2);
 
@@ -292,4 +291,40 @@ async fn verify_passes_on_a_correct_read_model_and_reports_tampering() {
         "{diffs:#?}"
     );
     assert_eq!(diffs.len(), 4, "{diffs:#?}");
+}
+
+/// Split brain: two writers project at once with no lease between them (as
+/// when a cut-off holder finishes its last batch while a standby starts).
+/// The checkpoint compare alone must keep every effect exactly once.
+#[tokio::test]
+async fn two_writers_without_a_lease_still_apply_every_event_exactly_once() {
+    use tasklog_projector::runner::project_while_held;
+    use tokio_util::sync::CancellationToken;
+
+    let mut w = World::new().await;
+    tasklog_projector::migrate(w.pool()).await.unwrap();
+    let people = owners(3);
+    let stop = CancellationToken::new();
+    let never = CancellationToken::new();
+    let mut writers = Vec::new();
+    for batch_size in [7, 13] {
+        let (db, store, redis) = (w.pool().clone(), w.dyn_store(), w.redis.clone());
+        let (stop, never) = (stop.clone(), never.clone());
+        writers.push(tokio::spawn(async move {
+            let tasks = TasksProjection::new(db);
+            let counts = CountsProjection::new(redis);
+            tokio::join!(
+                project_while_held(&tasks, store.as_ref(), batch_size, &stop, &never),
+                project_while_held(&counts, store.as_ref(), batch_size, &stop, &never),
+            );
+        }));
+    }
+    w.writer.busy_history(&people, 60).await;
+    w.wait_caught_up().await;
+    stop.cancel();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let diffs = w.verify().await;
+    assert!(diffs.is_empty(), "{diffs:#?}");
 }

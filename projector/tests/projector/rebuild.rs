@@ -68,6 +68,7 @@ async fn rebuild_swaps_in_a_new_generation_while_readers_query_and_run_keeps_pro
         RebuildOptions {
             total_hint: None,
             index_parallelism: 2,
+            replay_ranges: 3,
         },
         &mut Quiet,
     )
@@ -130,7 +131,11 @@ async fn a_rebuild_of_a_quiet_log_yields_the_same_rows_and_counts() {
         w.pool(),
         w.dyn_store(),
         Some(&w.redis),
-        RebuildOptions::default(),
+        // Several stretches at once; the second rebuild below uses one.
+        RebuildOptions {
+            replay_ranges: 4,
+            ..RebuildOptions::default()
+        },
         &mut Quiet,
     )
     .await

@@ -242,3 +242,128 @@ async fn readiness_names_the_failing_check_when_postgres_is_unreachable() {
     shutdown.cancel();
     let _ = task.await;
 }
+
+fn binary(w: &World, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tasklog-projector"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", w.db.url())
+        .env("REDIS_URL", redis_url())
+        .env("REDIS_PREFIX", &w.prefix)
+        .output()
+        .expect("the projector binary runs")
+}
+
+#[tokio::test]
+async fn the_verify_command_exits_non_zero_on_a_difference_and_zero_when_clean() {
+    let mut w = World::new().await;
+    let ids = w.writer.busy_history(&owners(2), 12).await;
+    tasklog_projector::catch_up(w.pool(), w.store.as_ref(), Some(&w.redis))
+        .await
+        .unwrap();
+    let clean = binary(&w, &["verify"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("verify: 0 differences"));
+
+    sqlx::query("UPDATE readmodel.tasks SET status = 'done' WHERE id = $1 AND status <> 'done'")
+        .bind(ids[1].0)
+        .execute(w.pool())
+        .await
+        .unwrap();
+    let dirty = binary(&w, &["verify"]);
+    assert_eq!(dirty.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&dirty.stdout);
+    assert!(out.contains(&format!("task {}: status", ids[1])), "{out}");
+
+    // `rebuild` repairs it; `status` reports where things stand.
+    let rebuilt = binary(&w, &["rebuild"]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(binary(&w, &["verify"]).status.success());
+    let status = binary(&w, &["status"]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(out.contains("tasks   generation 2"), "{out}");
+    assert!(out.contains("lag 0 events"), "{out}");
+}
+
+#[tokio::test]
+async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rerun() {
+    let mut source = World::new().await;
+    source.writer.busy_history(&owners(2), 15).await;
+    let target = tasklog_platform::testing::TestDb::new().await.unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tasklog-projector"))
+            .args(["copy-log", "--from", source.db.url(), "--to", target.url()])
+            .env_clear()
+            .output()
+            .expect("copy-log runs")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = run();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains(" 0 events copied"));
+
+    let copied = tasklog_events::store::postgres::PgEventStore::new(target.pool().clone());
+    let key = |e: &tasklog_events::RecordedEvent| {
+        (e.stream_id.clone(), e.version, e.event_id, e.data.clone())
+    };
+    let from: Vec<_> = source.all_events().await.iter().map(key).collect();
+    let to: Vec<_> = crate::helpers::all_events_of(&copied)
+        .await
+        .iter()
+        .map(key)
+        .collect();
+    assert!(!from.is_empty());
+    assert_eq!(from, to);
+}
+
+#[tokio::test]
+async fn through_a_postgres_outage_the_projector_recovers_by_itself_and_stays_exact() {
+    let mut w = World::new().await;
+    let people = owners(3);
+    let proxy = Proxy::start("127.0.0.1:5432".into(), true).await;
+    let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port)).to_string();
+    let running = w
+        .start_projector(
+            &redis_url(),
+            &[
+                ("DATABASE_URL", via_proxy.as_str()),
+                ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+            ],
+        )
+        .await;
+    w.writer.busy_history(&people, 10).await;
+    w.wait_caught_up().await;
+
+    proxy.down();
+    // Writers reach Postgres directly; the projector cannot.
+    w.writer.busy_history(&people, 20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up();
+
+    w.wait_caught_up().await;
+    let diffs = w.verify().await;
+    w.eventually("the instance holds its leases again", || async {
+        holder(w.pool(), TASKS_LEASE).await.unwrap().is_some()
+    })
+    .await;
+    running.stop().await;
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}

@@ -11,8 +11,6 @@ use tasklog_query::listing::{ListQuery, Paging};
 use tasklog_query::read_model;
 use uuid::Uuid;
 
-use crate::fixture;
-
 fn env_or(name: &str, default: i64) -> i64 {
     std::env::var(name)
         .ok()
@@ -22,26 +20,42 @@ fn env_or(name: &str, default: i64) -> i64 {
 
 /// `rows` tasks spread evenly over `owners`, with every column varied.
 async fn seed(db: &PgPool, rows: i64, owners: i64) {
-    fixture::migrate(db).await.unwrap();
-    sqlx::query(
-        "INSERT INTO readmodel.tasks (id, owner_id, title, description, status, priority, priority_rank, \
-         due_at, tags, created_at, updated_at, completed_at, version) \
-         SELECT gen_random_uuid(), \
-                ('00000000-0000-0000-0000-' || lpad(to_hex(g % $2), 12, '0'))::uuid, \
-                'task ' || g || ' ' || md5(g::text), md5((g * 7)::text), \
-                (ARRAY['todo','in_progress','done'])[1 + g % 3], \
-                (ARRAY['low','medium','high','urgent'])[1 + g % 4], (g % 4)::smallint, \
-                CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 1000) * interval '1 hour' END, \
-                ARRAY['tag' || (g % 50), 'all'], \
-                now() - g * interval '1 second', now() - (g % 977) * interval '1 minute', NULL, 0 \
-         FROM generate_series(1, $1) g",
+    tasklog_projector::migrate(db).await.unwrap();
+    // In chunks: the Postgres log shows events only below the oldest running
+    // transaction of the whole server, so one long insert would stall every
+    // other test's projection until it commits.
+    const CHUNK: i64 = 20_000;
+    let mut from = 1;
+    while from <= rows {
+        sqlx::query(
+            "INSERT INTO readmodel.tasks (id, owner_id, title, description, status, priority, \
+             due_at, tags, created_at, updated_at, completed_at, version) \
+             SELECT gen_random_uuid(), \
+                    ('00000000-0000-0000-0000-' || lpad(to_hex(g % $2), 12, '0'))::uuid, \
+                    'task ' || g || ' ' || md5(g::text), md5((g * 7)::text), \
+                    (ARRAY['todo','in_progress','done'])[1 + g % 3], \
+                    (ARRAY['low','medium','high','urgent'])[1 + g % 4], \
+                    CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 1000) * interval '1 hour' END, \
+                    ARRAY['tag' || (g % 50), 'all'], \
+                    now() - g * interval '1 second', now() - (g % 977) * interval '1 minute', NULL, 0 \
+             FROM generate_series($1, $3) g",
+        )
+        .bind(from)
+        .bind(owners)
+        .bind((from + CHUNK - 1).min(rows))
+        .execute(db)
+        .await
+        .unwrap();
+        from += CHUNK;
+    }
+    // The view cannot be analysed: its current generation's table can.
+    let generation: i32 = sqlx::query_scalar(
+        "SELECT generation FROM readmodel.checkpoints WHERE projection = 'tasks'",
     )
-    .bind(rows)
-    .bind(owners)
-    .execute(db)
+    .fetch_one(db)
     .await
     .unwrap();
-    sqlx::raw_sql("VACUUM ANALYZE readmodel.tasks")
+    sqlx::raw_sql(&format!("VACUUM ANALYZE readmodel.tasks_g{generation}"))
         .execute(db)
         .await
         .unwrap();

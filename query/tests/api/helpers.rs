@@ -1,12 +1,15 @@
 //! `spawn_app()`: a fresh database, a Redis prefix, the real service on a
 //! random port, a reqwest client, and a seeder that appends real task events
-//! to the log (Postgres adapter) and projects them. Logs only with `TEST_LOG`.
+//! to the log (Postgres adapter) and projects them with the projector's own
+//! `catch_up`. Logs only with `TEST_LOG`.
 
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
 use tasklog_events::domain::{
     CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch, TaskTitle,
     UserId, decide,
@@ -17,13 +20,11 @@ use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Posit
 use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
 use tasklog_platform::config::{Env, Environment, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TcpProxy, TestDb, redis_prefix, redis_url};
 use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use crate::fixture;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
@@ -52,6 +53,8 @@ pub struct TestApp {
     pub redis: RedisHandle,
     shutdown: CancellationToken,
     _server: JoinHandle<std::io::Result<()>>,
+    /// Between the service and Postgres, when spawned behind one.
+    pub proxy: Option<TcpProxy>,
 }
 
 impl Drop for TestApp {
@@ -73,16 +76,38 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, false).await
+}
+
+/// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
+pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, true).await
+}
+
+async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     LazyLock::force(&TRACING);
     let db = Arc::new(TestDb::new().await.expect("test database"));
     let prefix = redis_prefix();
     let redis_url = redis_url();
+    let options: PgConnectOptions = db.url().parse().expect("test database url");
+    let proxy = if behind_proxy {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        Some(TcpProxy::start(target, true).await.expect("proxy"))
+    } else {
+        None
+    };
+    let database_url = match &proxy {
+        Some(p) => options.port(p.port()).to_url_lossy().to_string(),
+        None => db.url().to_owned(),
+    };
     let mut pairs = vec![
-        ("DATABASE_URL", db.url()),
+        ("DATABASE_URL", database_url.as_str()),
         ("BIND_ADDR", "127.0.0.1:0"),
         ("DATABASE_MAX_CONNECTIONS", "10"),
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_PREFIX", prefix.as_str()),
+        // Tests walk many pages as one user; one test turns the limit on.
+        ("RATE_LIMIT_API", "0"),
     ];
     pairs.extend(env.iter().copied());
     let env = Env::from_pairs(pairs);
@@ -96,7 +121,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
     store.migrate().await.expect("event log schema");
-    fixture::migrate(db.pool())
+    tasklog_projector::migrate(db.pool())
         .await
         .expect("read model schema");
     let app = Application::build(settings).await.expect("the app builds");
@@ -111,6 +136,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         redis,
         shutdown,
         _server: server,
+        proxy,
     }
 }
 
@@ -234,14 +260,14 @@ impl TestApp {
 
     /// Projects everything appended so far into Postgres and Redis.
     pub async fn project(&self) -> Option<Position> {
-        fixture::catch_up(self.db.pool(), &self.store, Some(&self.redis))
+        tasklog_projector::catch_up(self.db.pool(), &self.store, Some(&self.redis))
             .await
             .expect("catch up")
     }
 
     /// Projects into Postgres only, leaving the Redis counts behind.
     pub async fn project_postgres_only(&self) -> Option<Position> {
-        fixture::catch_up(self.db.pool(), &self.store, None)
+        tasklog_projector::catch_up(self.db.pool(), &self.store, None)
             .await
             .expect("catch up")
     }

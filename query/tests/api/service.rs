@@ -123,3 +123,37 @@ async fn a_missing_read_model_is_a_503_and_not_ready_never_a_500() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_production_stack_limits_rates_and_sets_security_headers() {
+    let app = crate::helpers::spawn_app_with(&[("RATE_LIMIT_API", "3")]).await;
+    let alice = user();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = app.get(&alice, "/v1/tasks").send().await.unwrap();
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(response.headers().contains_key("x-projection-position"));
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Another user has a budget of their own.
+    assert_eq!(
+        app.get(&user(), "/v1/tasks").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+}

@@ -61,7 +61,15 @@ async fn stats_come_from_redis_when_it_is_current_with_overdue_from_postgres() {
     assert_eq!(stats(&app, &alice).await, ("redis".to_owned(), expected()));
 
     // Proof that the counts are Redis's own: change them there.
-    let key = app.redis.key(&format!("counts:g1:owner:{}", alice.id));
+    let current = app.redis.key("counts:current");
+    let generation: String = app
+        .redis
+        .run(|mut c| async move { c.get(current).await })
+        .await
+        .unwrap();
+    let key = app
+        .redis
+        .key(&format!("counts:{generation}:owner:{}", alice.id));
     app.redis
         .run(|mut c| async move { c.hset::<_, _, _, ()>(key, "urgent", 42).await })
         .await

@@ -1,0 +1,20 @@
+//! System tests: the three real binaries as processes, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod failures;
+mod gateway;
+mod lifecycle;
+
+use tasklog_systest::{Binaries, System};
+
+fn binaries() -> Binaries {
+    Binaries {
+        command: env!("CARGO_BIN_EXE_systest-command").into(),
+        query: env!("CARGO_BIN_EXE_systest-query").into(),
+        projector: env!("CARGO_BIN_EXE_systest-projector").into(),
+    }
+}
+
+async fn start() -> System {
+    System::start(binaries()).await.expect("the system starts")
+}
