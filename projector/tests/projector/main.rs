@@ -5,6 +5,5 @@
 mod helpers;
 mod measure;
 mod projection;
-mod proxy;
 mod rebuild;
 mod service;

@@ -8,7 +8,7 @@ use tasklog_platform::testing::redis_url;
 use tasklog_projector::lease::{COUNTS_LEASE, TASKS_LEASE, holder};
 
 use crate::helpers::{World, owners};
-use crate::proxy::Proxy;
+use tasklog_platform::testing::TcpProxy as Proxy;
 
 /// Starts the real binary on this world, named `instance`.
 fn spawn_binary(w: &World, instance: &str) -> Child {
@@ -75,8 +75,8 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
 async fn with_redis_down_the_read_model_goes_on_and_the_counts_catch_up_exactly() {
     let mut w = World::new().await;
     let people = owners(4);
-    let proxy = Proxy::start("127.0.0.1:6379".into(), true).await;
-    let redis_via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let proxy = Proxy::start("127.0.0.1:6379", true).await.unwrap();
+    let redis_via_proxy = format!("redis://127.0.0.1:{}", proxy.port());
     let running = w.start_projector(&redis_via_proxy, &[]).await;
     w.writer.busy_history(&people, 10).await;
     w.wait_caught_up().await;
@@ -192,9 +192,9 @@ async fn health_metrics_and_a_graceful_stop_that_releases_the_leases() {
 #[tokio::test]
 async fn readiness_names_the_failing_check_when_postgres_is_unreachable() {
     let w = World::new().await;
-    let proxy = Proxy::start("127.0.0.1:5432".into(), true).await;
+    let proxy = Proxy::start("127.0.0.1:5432", true).await.unwrap();
     let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
-    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port)).to_string();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port())).to_string();
     let app = tasklog_projector::Application::build(w.settings(
         &redis_url(),
         &[
@@ -337,9 +337,9 @@ async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rer
 async fn through_a_postgres_outage_the_projector_recovers_by_itself_and_stays_exact() {
     let mut w = World::new().await;
     let people = owners(3);
-    let proxy = Proxy::start("127.0.0.1:5432".into(), true).await;
+    let proxy = Proxy::start("127.0.0.1:5432", true).await.unwrap();
     let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
-    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port)).to_string();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port())).to_string();
     let running = w
         .start_projector(
             &redis_url(),
