@@ -12,7 +12,8 @@
 # Figures go to stdout as one JSON object per line; progress to stderr.
 #
 #   bench/limits.sh                      # everything
-#   ONLY=append bench/limits.sh          # or copy, list (list needs copy)
+#   ONLY=append bench/limits.sh          # or copy, list (list loads the rows
+#                                        # as copy does, without its figures)
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
 # SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32),
@@ -111,7 +112,7 @@ if wants copy || wants list; then
     psql_db -f "$TMP/indexes.sql"
     t2=$(date +%s.%N)
     psql_db -c "SELECT readmodel.point_view_at(2)" >/dev/null
-    awk -v r="$ROWS" -v a="$t0" -v b="$t1" -v c="$t2" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
+    wants copy && awk -v r="$ROWS" -v a="$t0" -v b="$t1" -v c="$t2" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
         printf "{\"figure\":\"copy_rows\",\"rows\":%d,\"seconds\":%.3f,\"rows_per_s\":%.0f,\"load\":\"%s\"}\n", r, b - a, r / (b - a), l
         printf "{\"figure\":\"copy_then_index_rows\",\"rows\":%d,\"seconds\":%.3f,\"rows_per_s\":%.0f,\"load\":\"%s\"}\n", r, c - a, r / (c - a), l }'
     psql_db -c "VACUUM ANALYZE readmodel.tasks_g2"

@@ -51,8 +51,11 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        // Half the cores: a hash holds a core for tens of milliseconds, and
+        // the other half keeps serving task writes while logins queue.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let password_hash_concurrency = env.parse("PASSWORD_HASH_CONCURRENCY", cores)?;
+        let password_hash_concurrency =
+            env.parse("PASSWORD_HASH_CONCURRENCY", (cores / 2).max(1))?;
         if password_hash_concurrency == 0 {
             return Err(ConfigError::new(
                 "PASSWORD_HASH_CONCURRENCY",

@@ -90,6 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if_match_share: args.if_match_share,
         conflict_share: args.conflict_share,
         max_pages: args.max_pages.max(1),
+        list_mix: args.list_mix,
         lag_probe: args.lag_probe,
         lag: lag.clone(),
     });

@@ -22,6 +22,17 @@ pub enum Scenario {
     Lag,
 }
 
+/// Which list requests the `list` and `mixed` scenarios send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListMix {
+    /// Plain first pages, filters, search, and walks by next_cursor.
+    All,
+    /// Only the plain first page (default sort, limit 20): the exact query
+    /// that `bench/limits.sh` runs with pgbench, for a like-for-like ratio.
+    First,
+}
+
 /// How lag is observed (see bench/README.md for the trade-off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -74,6 +85,9 @@ pub struct Args {
     /// Most pages one list walk follows by next_cursor.
     #[arg(long, default_value_t = 3)]
     pub max_pages: usize,
+    /// `first`: only plain first pages, the query pgbench runs in limits.sh.
+    #[arg(long, value_enum, default_value = "all")]
+    pub list_mix: ListMix,
     #[arg(long, value_enum, default_value = "header")]
     pub lag_probe: LagProbe,
     /// Report a process's peak RSS (VmHWM) at the end: `name=pid`, repeatable.

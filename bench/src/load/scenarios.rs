@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::client::{Api, User};
 use super::lag::LagTracker;
-use super::options::{LagProbe, Scenario};
+use super::options::{LagProbe, ListMix, Scenario};
 use super::stats::{Outcome, Stats};
 
 /// Titles draw from these words, so a search for one of them finds tasks.
@@ -62,6 +62,7 @@ pub struct Context {
     pub if_match_share: f64,
     pub conflict_share: f64,
     pub max_pages: usize,
+    pub list_mix: ListMix,
     pub lag_probe: LagProbe,
     pub lag: Arc<LagTracker>,
 }
@@ -271,7 +272,10 @@ impl Worker {
                 ("list_next", params, walk.pages)
             }
             None => {
-                let r: f64 = self.rng.random();
+                let r: f64 = match ctx.list_mix {
+                    ListMix::All => self.rng.random(),
+                    ListMix::First => 0.0,
+                };
                 let (op, params) = if r < 0.5 {
                     ("list_first", vec![])
                 } else if r < 0.7 {
@@ -297,7 +301,7 @@ impl Worker {
         let result = outcome(answer.status, StatusCode::OK);
         stats.record(op, result, started.elapsed());
         if let Some(Some(cursor)) = answer.value {
-            if pages + 1 < ctx.max_pages {
+            if pages + 1 < ctx.max_pages && ctx.list_mix == ListMix::All {
                 params.retain(|(k, _)| *k != "cursor" && *k != "limit");
                 self.slots[slot].walk = Some(Walk {
                     params,

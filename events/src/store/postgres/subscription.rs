@@ -89,6 +89,13 @@ async fn held_back(pool: &PgPool, after: Position) -> bool {
 const BATCH: usize = 1000;
 const FIRST_RETRY: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// While held back, look again at least this often: the holder is usually a
+/// neighbouring append committing within milliseconds, and every millisecond
+/// slept here is projection lag. Its commit's NOTIFY ends the wait earlier.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
+/// Held back longer than this, the holder is a long transaction somewhere on
+/// the server: back off towards the poll interval instead of spinning.
+const HELD_BACK_PATIENCE: Duration = Duration::from_secs(1);
 
 struct Tail {
     pool: PgPool,
@@ -134,6 +141,7 @@ impl Tail {
 
     async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut quick = FIRST_RETRY;
+        let mut held_since: Option<tokio::time::Instant> = None;
         loop {
             self.listen().await;
             match read_committed(&self.pool, self.after, BATCH).await {
@@ -147,10 +155,17 @@ impl Tail {
                 Ok(_) => {
                     self.backoff = FIRST_RETRY;
                     if held_back(&self.pool, self.after).await {
-                        tokio::time::sleep(quick).await;
-                        quick = (quick * 2).min(self.poll);
+                        let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
+                        self.wait(quick).await;
+                        let cap = if since.elapsed() < HELD_BACK_PATIENCE {
+                            HELD_BACK_RETRY
+                        } else {
+                            self.poll
+                        };
+                        quick = (quick * 2).min(cap);
                     } else {
                         quick = FIRST_RETRY;
+                        held_since = None;
                         let poll = self.poll;
                         self.wait(poll).await;
                     }
