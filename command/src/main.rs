@@ -13,8 +13,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "tasklog-command stopped");
-            // Logging may not be set up yet: the reason also goes to stderr.
+            // Logging may not be set up (or may be shut down): stderr.
             eprintln!("tasklog-command: {e:#}");
             ExitCode::FAILURE
         }
@@ -23,8 +22,18 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let env = Env::from_process();
-    telemetry::init(&env)?;
-    let settings = Settings::from_env(&env)?;
+    let telemetry = telemetry::init(&env, "tasklog-command")?;
+    let result = serve(&env).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "tasklog-command stopped");
+    }
+    // Last, so the spans of the drain (and of a failed start) are sent too.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve(env: &Env) -> anyhow::Result<()> {
+    let settings = Settings::from_env(env)?;
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_on_signal()).await?;
     tracing::info!("tasklog-command stopped");

@@ -14,6 +14,7 @@ use tracing::Span;
 
 use crate::json::MAX_BODY_BYTES;
 use crate::problem::ApiError;
+use crate::telemetry;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -46,18 +47,34 @@ pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         route = %route,
         request_id = %request_id,
         user_id = tracing::field::Empty,
         status = tracing::field::Empty,
-    )
+        // Read by the OpenTelemetry layer only; left empty (and so out of the
+        // logs) unless spans are exported.
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if telemetry::exporting() {
+        span.record("otel.name", format!("{} {route}", request.method()));
+        span.record("otel.kind", "server");
+        telemetry::continue_remote_trace(&span, request.headers());
+    }
+    span
 }
 
 pub(crate) fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     span.record("status", response.status().as_u16());
+    // For a server span only a 5xx is the server's failure; a 4xx is the
+    // client's (OpenTelemetry's HTTP conventions).
+    if response.status().is_server_error() && telemetry::exporting() {
+        span.record("otel.status_code", "ERROR");
+    }
     tracing::info!(
         status = response.status().as_u16(),
         latency_ms = latency.as_secs_f64() * 1000.0,

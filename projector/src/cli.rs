@@ -81,7 +81,6 @@ pub async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "tasklog-projector failed");
             eprintln!("tasklog-projector: {e:#}");
             ExitCode::FAILURE
         }
@@ -92,19 +91,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
     // One-shot commands print their answer; logs only for what goes wrong.
     let quiet = !matches!(cli.command, Command::Run) && env.get("RUST_LOG").is_none();
-    if quiet {
+    let telemetry = if quiet {
         let format = env.get("LOG_FORMAT").unwrap_or("pretty");
-        telemetry::init(&Env::from_pairs([
-            ("RUST_LOG", "warn"),
-            ("LOG_FORMAT", format),
-        ]))?;
+        telemetry::init(
+            &Env::from_pairs([("RUST_LOG", "warn"), ("LOG_FORMAT", format)]),
+            SERVICE_NAME,
+        )?
     } else {
-        telemetry::init(&env)?;
+        telemetry::init(&env, SERVICE_NAME)?
+    };
+    let result = run_command(cli, &env).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "tasklog-projector failed");
     }
+    // Last, so the spans of the drain (and of a failed start) are sent too.
+    telemetry.shutdown().await;
+    result
+}
+
+const SERVICE_NAME: &str = "tasklog-projector";
+
+async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
     if let Command::CopyLog { from, to, after } = cli.command {
         return copy(&from, &to, after).await;
     }
-    let settings = Settings::from_env(&env)?;
+    let settings = Settings::from_env(env)?;
     match cli.command {
         Command::Run => {
             let app = Application::build(settings).await?;

@@ -19,7 +19,10 @@ use uuid::Uuid;
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
         let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(&Env::from_pairs([("RUST_LOG", level.as_str())]));
+        let _ = tasklog_platform::telemetry::init(
+            &Env::from_pairs([("RUST_LOG", level.as_str())]),
+            "test",
+        );
     }
 });
 

@@ -4,6 +4,7 @@
 mod failures;
 mod gateway;
 mod lifecycle;
+mod otel;
 
 use tasklog_systest::{Binaries, System};
 
