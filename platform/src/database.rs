@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::config::{ConfigError, DatabaseSettings};
 
