@@ -4,38 +4,14 @@
 use std::process::ExitCode;
 
 use tasklog_command::{Application, Settings};
-use tasklog_platform::config::Env;
-use tasklog_platform::server::shutdown_on_signal;
-use tasklog_platform::telemetry;
+use tasklog_platform::server::{run_service, shutdown_on_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Logging may not be set up (or may be shut down): stderr.
-            eprintln!("tasklog-command: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> anyhow::Result<()> {
-    let env = Env::from_process();
-    let telemetry = telemetry::init(&env, "tasklog-command")?;
-    let result = serve(&env).await;
-    if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "tasklog-command stopped");
-    }
-    // Last, so the spans of the drain (and of a failed start) are sent too.
-    telemetry.shutdown().await;
-    result
-}
-
-async fn serve(env: &Env) -> anyhow::Result<()> {
-    let settings = Settings::from_env(env)?;
-    let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_on_signal()).await?;
-    tracing::info!("tasklog-command stopped");
-    Ok(())
+    run_service("tasklog-command", |env| async move {
+        let app = Application::build(Settings::from_env(&env)?).await?;
+        app.run_until_stopped(shutdown_on_signal()).await?;
+        Ok(())
+    })
+    .await
 }

@@ -95,3 +95,35 @@ pub async fn serve(
         }
     }
 }
+
+/// The whole of a service binary's `main`: telemetry first, then `serve`,
+/// its failure logged and printed (logging may not be up yet), and the
+/// telemetry flushed last so the spans of the drain or of a failed start
+/// are sent too.
+pub async fn run_service<F, Fut>(name: &'static str, serve: F) -> std::process::ExitCode
+where
+    F: FnOnce(crate::config::Env) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let env = crate::config::Env::from_process();
+    let telemetry = match crate::telemetry::init(&env, name) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = serve(env).await;
+    match &result {
+        Ok(()) => tracing::info!("{name} stopped"),
+        Err(e) => tracing::error!(error = format!("{e:#}"), "{name} stopped"),
+    }
+    telemetry.shutdown().await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
