@@ -9,6 +9,7 @@ pub mod error;
 pub mod fold;
 pub mod lag;
 pub mod lease;
+pub mod notice;
 pub mod projection;
 pub mod rebuild;
 pub mod rows;

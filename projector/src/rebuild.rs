@@ -39,6 +39,7 @@ use crate::fold::{
     TaskEventAt, TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids,
 };
 use crate::lease::REBUILD_LOCK;
+use crate::notice::Touched;
 use crate::projection::{Projection, report_skipped};
 use crate::rows;
 use crate::schema::migrate;
@@ -560,12 +561,14 @@ async fn try_swap(
         .bind(generation)
         .execute(&mut *tx)
         .await?;
+    // Every list may differ in the new generation: that is why one rebuilds.
     write_checkpoint(
         &mut tx,
         TasksCheckpoint {
             generation,
             position,
         },
+        Touched::All,
     )
     .await?;
     tx.commit().await?;

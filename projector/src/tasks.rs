@@ -1,19 +1,21 @@
 //! The Postgres read model (`readmodel.tasks`) as a projection: each batch,
 //! its checkpoint and the NOTIFY in one transaction, set-based.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
 use tasklog_events::{EventStore, Position, RecordedEvent};
+use uuid::Uuid;
 
 use crate::error::ProjectorError;
 use crate::fold::{TaskRow, decode_batch, fold_rows, touched_ids};
+use crate::notice::{self, Notice, Touched};
 use crate::projection::{Applied, Projection, after, report_skipped};
 use crate::rows;
 
 /// The projection's name in `readmodel.checkpoints`.
 pub const TASKS: &str = "tasks";
-/// Notified with the new commit position after every committed batch.
-pub const NOTIFY_CHANNEL: &str = "tasklog_projection";
 
 /// Where the read model stands: which generation table is current and the
 /// position it has applied (`None` before the first event).
@@ -65,20 +67,22 @@ pub async fn read_checkpoint(
     })
 }
 
-/// Stores the checkpoint and notifies listeners (delivered on commit).
+/// Stores the checkpoint and notifies listeners of it and of whose rows
+/// changed (delivered on commit).
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn write_checkpoint(
     conn: &mut PgConnection,
     checkpoint: TasksCheckpoint,
+    touched: Touched,
 ) -> Result<(), ProjectorError> {
     let (commit, prepare) = to_db(checkpoint.position);
-    let commit_text = checkpoint
-        .position
-        .unwrap_or(Position::START)
-        .commit
-        .to_string();
+    let payload = Notice {
+        commit: checkpoint.position.unwrap_or(Position::START).commit,
+        touched,
+    }
+    .payload();
     sqlx::query(
         "WITH moved AS ( \
              UPDATE readmodel.checkpoints \
@@ -90,15 +94,16 @@ pub async fn write_checkpoint(
     .bind(commit)
     .bind(prepare)
     .bind(checkpoint.generation)
-    .bind(NOTIFY_CHANNEL)
-    .bind(commit_text)
+    .bind(notice::CHANNEL)
+    .bind(payload)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// Folds `events` into generation `generation` inside the caller's
-/// transaction: one SELECT of the touched rows, then one upsert and one delete.
+/// transaction: one SELECT of the touched rows, then one upsert and one
+/// delete. Returns the owners whose rows changed.
 ///
 /// # Errors
 /// When Postgres fails or a stored row cannot be read.
@@ -106,20 +111,23 @@ pub async fn apply_events(
     conn: &mut PgConnection,
     generation: i32,
     events: &[RecordedEvent],
-) -> Result<usize, ProjectorError> {
+) -> Result<BTreeSet<Uuid>, ProjectorError> {
     let (decoded, skipped) = decode_batch(events);
     report_skipped(TASKS, &skipped);
     let ids = touched_ids(&decoded);
     let mut current = rows::load(conn, generation, &ids).await?;
+    // Owners never change, but a deleted row leaves `current` in the fold.
+    let mut owners: BTreeSet<Uuid> = current.values().map(|row| row.task.owner.0).collect();
     let changes = fold_rows(&mut current, &decoded);
     let upserts: Vec<&TaskRow> = changes
         .upserts
         .iter()
         .filter_map(|id| current.get(id))
         .collect();
+    owners.extend(upserts.iter().map(|row| row.task.owner.0));
     rows::upsert(conn, generation, &upserts).await?;
     rows::delete(conn, generation, &changes.deletes).await?;
-    Ok(decoded.len())
+    Ok(owners)
 }
 
 #[derive(Clone)]
@@ -166,12 +174,12 @@ impl Projection for TasksProjection {
             tx.rollback().await?;
             return Ok(Applied::Moved(stored));
         }
-        apply_events(&mut tx, stored.generation, events).await?;
+        let owners = apply_events(&mut tx, stored.generation, events).await?;
         let next = TasksCheckpoint {
             generation: stored.generation,
             position: Some(last),
         };
-        write_checkpoint(&mut tx, next).await?;
+        write_checkpoint(&mut tx, next, Touched::Owners(owners)).await?;
         tx.commit().await?;
         Ok(Applied::Done(next))
     }

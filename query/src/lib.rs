@@ -1,10 +1,12 @@
 //! `tasklog-query`, the read side of Tasklog: task lists, search, detail,
 //! history, as-of and stats, from the projector's read models, the Redis
-//! counts and the event log. It keeps no state of its own, so any number of
-//! instances can serve behind a load balancer.
+//! counts and the event log. It keeps no state of its own beyond a cache
+//! that the projector's notices keep exact, so any number of instances can
+//! serve behind a load balancer.
 
 pub mod consistency;
 pub mod listing;
+pub mod page_cache;
 pub mod projection;
 pub mod read_model;
 pub mod routes;

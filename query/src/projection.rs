@@ -1,20 +1,21 @@
 //! How far the Postgres read model is, known without asking per request: one
 //! background task per process LISTENs on the projector's notifications and
 //! keeps the latest commit position in a watch channel that requests read
-//! (for `X-Projection-Position`) and wait on (for `X-Min-Position`).
+//! (for `X-Projection-Position`) and wait on (for `X-Min-Position`). Each
+//! notice also names whose rows changed; those owners' cached pages are
+//! dropped before its position is published (see `page_cache`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tasklog_projector::notice::{CHANNEL, Notice, Touched};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::page_cache::PageCache;
 use crate::read_model::projection_position;
-
-/// The channel the projector notifies after each committed batch (READMODEL.md).
-pub const CHANNEL: &str = "tasklog_projection";
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -25,15 +26,17 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 pub struct ProjectionWatch {
     sender: Arc<watch::Sender<u64>>,
     db: PgPool,
+    pages: Arc<PageCache>,
 }
 
 impl ProjectionWatch {
     /// Starts the listening task; it stops when `stop` is cancelled.
-    pub fn start(db: PgPool, stop: CancellationToken) -> Self {
+    pub fn start(db: PgPool, pages: Arc<PageCache>, stop: CancellationToken) -> Self {
         let (sender, _) = watch::channel(0);
         let this = Self {
             sender: Arc::new(sender),
             db,
+            pages,
         };
         tokio::spawn(this.clone().listen(stop));
         this
@@ -59,6 +62,9 @@ impl ProjectionWatch {
     async fn resync(&self) -> Option<u64> {
         match projection_position(&self.db).await {
             Ok(position) => {
+                // Whose rows changed up to there is unknown: after the read,
+                // so that pages kept from now on reflect at least `position`.
+                self.pages.all_changed();
                 self.advance(position);
                 Some(position)
             }
@@ -94,12 +100,16 @@ impl ProjectionWatch {
         let mut retry = FIRST_RETRY;
         while !stop.is_cancelled() {
             match self.connect().await {
+                // After LISTEN: whatever commits from here on is announced.
                 Ok(mut listener) => {
-                    retry = FIRST_RETRY;
-                    // After LISTEN: whatever commits from here on is notified.
-                    self.resync().await;
-                    if self.relay(&mut listener, &stop).await {
-                        return;
+                    if self.resync().await.is_some() {
+                        retry = FIRST_RETRY;
+                        self.pages.resume();
+                        let stopped = self.relay(&mut listener, &stop).await;
+                        self.pages.suspend();
+                        if stopped {
+                            return;
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot listen for projection progress"),
@@ -126,9 +136,15 @@ impl ProjectionWatch {
                 next = listener.try_recv() => next,
             };
             match next {
-                Ok(Some(notification)) => match notification.payload().trim().parse::<u64>() {
-                    Ok(position) => self.advance(position),
-                    Err(_) => {
+                Ok(Some(notification)) => match Notice::parse(notification.payload()) {
+                    Some(notice) => {
+                        match &notice.touched {
+                            Touched::Owners(owners) => self.pages.owners_changed(owners),
+                            Touched::All => self.pages.all_changed(),
+                        }
+                        self.advance(notice.commit);
+                    }
+                    None => {
                         tracing::warn!(
                             payload = notification.payload(),
                             "unreadable projection notification"
@@ -136,11 +152,11 @@ impl ProjectionWatch {
                         self.resync().await;
                     }
                 },
-                // The connection dropped and was re-established (re-listening):
-                // anything committed in between was not notified to us.
+                // The connection dropped; it re-LISTENs only on the next call,
+                // so anything committed until then goes unannounced: start over.
                 Ok(None) => {
-                    tracing::info!("projection listener reconnected");
-                    self.resync().await;
+                    tracing::info!("projection listener lost its connection; reconnecting");
+                    return false;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "projection listener failed; reconnecting");

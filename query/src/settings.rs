@@ -19,6 +19,11 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8082";
 /// How long a request with `X-Min-Position` waits for the projection by default.
 pub const DEFAULT_MIN_POSITION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `LIST_CACHE_MB` by default: a page of 20 tasks is a few KiB, so thousands.
+pub const DEFAULT_LIST_CACHE_MB: u64 = 16;
+/// Above this the cache alone would break the service's memory budget.
+const MAX_LIST_CACHE_MB: u64 = 4096;
+
 /// Shortest `CURSOR_SECRET` accepted: an HMAC key should carry 256 bits.
 const MIN_CURSOR_SECRET_BYTES: usize = 32;
 
@@ -34,6 +39,8 @@ pub struct Settings {
     pub jwt: JwtKeys,
     pub cursor_key: CursorKey,
     pub min_position_timeout: Duration,
+    /// Memory for list pages answered again without Postgres; 0 turns it off.
+    pub list_cache_bytes: u64,
     /// CORS, request timeout, rate limits, trusted proxies.
     pub http: HttpSettings,
     pub drain: DrainSettings,
@@ -55,6 +62,13 @@ impl Settings {
                 "must be at most 60000",
             ));
         }
+        let list_cache_mb = env.parse("LIST_CACHE_MB", DEFAULT_LIST_CACHE_MB)?;
+        if list_cache_mb > MAX_LIST_CACHE_MB {
+            return Err(ConfigError::new(
+                "LIST_CACHE_MB",
+                format!("must be at most {MAX_LIST_CACHE_MB}"),
+            ));
+        }
         Ok(Self {
             environment,
             database: DatabaseSettings::from_env(env)?,
@@ -64,6 +78,7 @@ impl Settings {
             jwt: JwtKeys::from_env(env, environment, KeyUse::VerifyOnly)?,
             cursor_key: cursor_key(env, environment)?,
             min_position_timeout,
+            list_cache_bytes: list_cache_mb * 1024 * 1024,
             http: HttpSettings::from_env(env, environment)?,
             drain: DrainSettings {
                 ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
@@ -114,6 +129,7 @@ mod tests {
         assert_eq!(s.bind_addr.port(), 8082);
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.min_position_timeout, DEFAULT_MIN_POSITION_TIMEOUT);
+        assert_eq!(s.list_cache_bytes, DEFAULT_LIST_CACHE_MB << 20);
         assert!(s.event_store_url.is_none());
         assert!(s.jwt.signer.is_none(), "the query service never signs");
     }
@@ -136,6 +152,9 @@ mod tests {
                 "MIN_POSITION_TIMEOUT_MS",
             ),
             (&[("CURSOR_SECRET", "short")], "CURSOR_SECRET"),
+            (&[("LIST_CACHE_MB", "-1")], "LIST_CACHE_MB"),
+            (&[("LIST_CACHE_MB", "4097")], "LIST_CACHE_MB"),
+            (&[("LIST_CACHE_MB", "0")], "ok"),
             (&[("CURSOR_SECRET", secret)], "ok"),
             (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::consistency::stamp_position;
+use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
 use crate::routes;
 use crate::settings::Settings;
@@ -82,7 +83,8 @@ impl Application {
         let redis = RedisHandle::new(&settings.redis)?;
         let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();
-        let projection = ProjectionWatch::start(db.clone(), stop.clone());
+        let pages = Arc::new(PageCache::new(settings.list_cache_bytes));
+        let projection = ProjectionWatch::start(db.clone(), pages.clone(), stop.clone());
         let state = AppState {
             db: db.clone(),
             store: store.clone(),
@@ -90,6 +92,7 @@ impl Application {
             verifier: verifier.clone(),
             cursor_key: Arc::new(settings.cursor_key),
             projection: projection.clone(),
+            pages,
             min_position_timeout: settings.min_position_timeout,
         };
         let health = health(db.clone(), store);

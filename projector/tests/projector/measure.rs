@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgListener;
 use tasklog_events::domain::{Priority, Status};
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::tasks::NOTIFY_CHANNEL;
+use tasklog_projector::notice::{self, Notice};
 
 use crate::helpers::{World, owners};
 
@@ -28,12 +28,12 @@ async fn measure_live_projection_lag_at_a_steady_write_rate() {
     let mut w = World::new().await;
     let running = w.start_projector(&redis_url(), &[]).await;
     let mut listener = PgListener::connect_with(w.pool()).await.unwrap();
-    listener.listen(NOTIFY_CHANNEL).await.unwrap();
+    listener.listen(notice::CHANNEL).await.unwrap();
     let seen = tokio::spawn(async move {
         let mut seen: Vec<(u64, Instant)> = Vec::new();
         while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
-            if let Ok(commit) = n.payload().parse::<u64>() {
-                seen.push((commit, Instant::now()));
+            if let Some(notice) = Notice::parse(n.payload()) {
+                seen.push((notice.commit, Instant::now()));
             }
         }
         seen

@@ -328,3 +328,72 @@ async fn two_writers_without_a_lease_still_apply_every_event_exactly_once() {
     let diffs = w.verify().await;
     assert!(diffs.is_empty(), "{diffs:#?}");
 }
+
+/// The query service drops cached answers of exactly these owners.
+#[tokio::test]
+async fn each_batch_notifies_its_position_and_whose_rows_it_changed() {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use sqlx::postgres::PgListener;
+    use tasklog_projector::notice::{self, Notice, Touched};
+
+    let mut w = World::new().await;
+    let people = owners(4);
+    let (patched, deleted, created, untouched) = (people[0], people[1], people[2], people[3]);
+    let kept = w
+        .writer
+        .create(patched, "Kept", Status::Todo, Priority::Low)
+        .await;
+    let gone = w
+        .writer
+        .create(deleted, "Gone", Status::Todo, Priority::Low)
+        .await;
+    w.writer
+        .create(untouched, "Untouched", Status::Todo, Priority::Low)
+        .await;
+    catch_up(w.pool(), w.store.as_ref(), None).await.unwrap();
+
+    let mut listener = PgListener::connect_with(w.pool()).await.unwrap();
+    listener.listen(notice::CHANNEL).await.unwrap();
+    w.writer
+        .update(
+            kept,
+            TaskPatch {
+                status: Some(Status::Done),
+                ..TaskPatch::default()
+            },
+            t(1),
+        )
+        .await;
+    w.writer.delete(gone).await;
+    w.writer
+        .create(created, "New", Status::Todo, Priority::Low)
+        .await;
+    let reached = catch_up(w.pool(), w.store.as_ref(), None)
+        .await
+        .unwrap()
+        .expect("a position");
+
+    let mut notified = BTreeSet::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a notice before the last position")
+            .unwrap();
+        let notice = Notice::parse(n.payload()).expect("a notice");
+        match notice.touched {
+            Touched::Owners(owners) => notified.extend(owners),
+            Touched::All => panic!("a batch names its owners: {}", n.payload()),
+        }
+        if notice.commit == reached.commit {
+            break;
+        }
+        assert!(notice.commit < reached.commit, "{}", n.payload());
+    }
+    assert_eq!(
+        notified,
+        BTreeSet::from([patched.0, deleted.0, created.0]),
+        "not {untouched:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `/v1/tasks`: the caller's task list, one task (now or as of an instant),
 //! and a task's history.
 
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -82,6 +83,11 @@ pub(crate) async fn list(
     State(app): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let query = raw.as_deref().unwrap_or_default();
+    if let Some(body) = app.pages.get(reader.user, query) {
+        return Ok(json_body(body));
+    }
+    let stamp = app.pages.stamp(reader.user);
     let q = ListQuery::parse(raw.as_deref())?;
     let page = match &q.paging {
         Paging::Cursor(cursor) => {
@@ -115,7 +121,20 @@ pub(crate) async fn list(
             })
         }
     };
-    Ok(Json(page).into_response())
+    let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
+    app.pages.put(reader.user, query, stamp, body.clone());
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `"<version>"`: digits in quotes, always a valid header value.

@@ -261,18 +261,47 @@ impl TestApp {
             .expect("append")
     }
 
-    /// Projects everything appended so far into Postgres and Redis.
+    /// Projects everything appended so far into Postgres and Redis, and
+    /// waits until the service has heard so (as a client would with
+    /// `X-Min-Position`): only then may its cached pages be assumed current.
     pub async fn project(&self) -> Option<Position> {
+        let reached = self.project_unheard().await;
+        self.heard(reached).await;
+        reached
+    }
+
+    /// Projects into Postgres only, leaving the Redis counts behind.
+    pub async fn project_postgres_only(&self) -> Option<Position> {
+        let reached = tasklog_projector::catch_up(self.db.pool(), &self.store, None)
+            .await
+            .expect("catch up");
+        self.heard(reached).await;
+        reached
+    }
+
+    /// Projects without waiting for the service to hear of it.
+    pub async fn project_unheard(&self) -> Option<Position> {
         tasklog_projector::catch_up(self.db.pool(), &self.store, Some(&self.redis))
             .await
             .expect("catch up")
     }
 
-    /// Projects into Postgres only, leaving the Redis counts behind.
-    pub async fn project_postgres_only(&self) -> Option<Position> {
-        tasklog_projector::catch_up(self.db.pool(), &self.store, None)
-            .await
-            .expect("catch up")
+    /// Waits until the service reports `position` (every answer carries it).
+    pub async fn heard(&self, position: Option<Position>) {
+        let wanted = position.map_or(0, |p| p.commit);
+        for _ in 0..1000 {
+            let response = self.anonymous("/health/live").send().await.expect("live");
+            let reported: u64 = response.headers()["x-projection-position"]
+                .to_str()
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .expect("a position");
+            if reported >= wanted {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the service never heard of position {wanted}");
     }
 
     pub fn get(&self, user: &User, path: &str) -> RequestBuilder {
