@@ -160,3 +160,53 @@ async fn a_rebuild_of_a_quiet_log_yields_the_same_rows_and_counts() {
     assert_eq!(again.generation, 3);
     assert!(w.verify().await.is_empty());
 }
+
+/// The GIN indexes of every generation merge their pending lists in small
+/// steps (migration 0002), so no projector batch stalls on a large merge.
+#[tokio::test]
+async fn every_generation_keeps_its_gin_pending_lists_small() {
+    async fn gin_options(w: &World, generation: i32) -> Vec<(String, Option<Vec<String>>)> {
+        sqlx::query_as(
+            "SELECT c.relname::text, c.reloptions::text[] FROM pg_class c \
+             JOIN pg_am am ON am.oid = c.relam \
+             WHERE c.relnamespace = 'readmodel'::regnamespace AND am.amname = 'gin' \
+               AND c.relname LIKE $1 ORDER BY 1",
+        )
+        .bind(format!("tasks_g{generation}\\_%"))
+        .fetch_all(w.pool())
+        .await
+        .unwrap()
+    }
+    let small = Some(vec!["gin_pending_list_limit=256".to_owned()]);
+    let mut w = World::new().await;
+    w.writer.busy_history(&owners(2), 10).await;
+    tasklog_projector::catch_up(w.pool(), w.store.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        gin_options(&w, 1).await,
+        [
+            ("tasks_g1_search".to_owned(), small.clone()),
+            ("tasks_g1_tags".to_owned(), small.clone())
+        ]
+    );
+    let report = rebuild(
+        w.pool(),
+        w.dyn_store(),
+        None,
+        RebuildOptions::default(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gin_options(&w, report.generation).await,
+        [
+            (
+                format!("tasks_g{}_search", report.generation),
+                small.clone()
+            ),
+            (format!("tasks_g{}_tags", report.generation), small)
+        ]
+    );
+}
