@@ -98,6 +98,20 @@ pub fn touched_ids(events: &[TaskEventAt]) -> Vec<TaskId> {
         .collect()
 }
 
+/// The touched tasks whose stored row the fold needs: those whose first
+/// event in the batch is not their creation. A task created in the batch
+/// starts from nothing (a stream's event 0 is its `TaskCreated`), so
+/// reading its row would only find none.
+pub fn ids_with_history(events: &[TaskEventAt]) -> Vec<TaskId> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .filter(|e| seen.insert(e.task_id))
+        .filter(|e| e.version > 0)
+        .map(|e| e.task_id)
+        .collect()
+}
+
 /// What a batch does to the read model.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RowChanges {
@@ -520,6 +534,33 @@ mod tests {
                 ..Counts::default()
             }
         );
+    }
+
+    #[test]
+    fn given_a_batch_then_only_tasks_not_created_in_it_need_their_stored_row() {
+        let title = |minutes| {
+            TaskEvent::TitleChanged(TaskTitleChanged {
+                title: TaskTitle::parse("Renamed").unwrap(),
+                occurred_at: Given::at(minutes),
+            })
+        };
+        let fresh = Given::a_task()
+            .created(Status::Todo, Priority::Low)
+            .then_event(title(1));
+        let mut older = Given::a_task()
+            .created(Status::Todo, Priority::Low)
+            .then_event(title(1));
+        // Only its patch is in this batch: its creation came in an earlier one.
+        older.events.remove(0);
+        let batch: Vec<TaskEventAt> = older
+            .events
+            .iter()
+            .chain(&fresh.events)
+            .chain(&older.events)
+            .cloned()
+            .collect();
+        assert_eq!(ids_with_history(&batch), vec![older.task]);
+        assert!(ids_with_history(&fresh.events).is_empty());
     }
 
     #[test]

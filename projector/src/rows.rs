@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 use tasklog_events::domain::{
     Priority, Status, Tags, Task, TaskDescription, TaskId, TaskTitle, UserId,
 };
@@ -127,6 +129,111 @@ fn tags_literal(tags: &Tags) -> String {
     array_literal(tags.iter().map(|t| t.as_str()))
 }
 
+/// A batch's rows as one array per column, bound as consecutive parameters
+/// of the statement `upsert_sql` makes.
+pub struct RowArrays<'a> {
+    ids: Vec<Uuid>,
+    owners: Vec<Uuid>,
+    titles: Vec<&'a str>,
+    descriptions: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    priorities: Vec<&'static str>,
+    due: Vec<Option<DateTime<Utc>>>,
+    tags: Vec<String>,
+    created: Vec<DateTime<Utc>>,
+    updated: Vec<DateTime<Utc>>,
+    completed: Vec<Option<DateTime<Utc>>>,
+    versions: Vec<i64>,
+}
+
+impl<'a> RowArrays<'a> {
+    /// How many parameters `bind` adds.
+    pub const PARAMS: usize = 12;
+
+    pub fn new(rows: &[&'a TaskRow]) -> Self {
+        let n = rows.len();
+        let mut a = Self {
+            ids: Vec::with_capacity(n),
+            owners: Vec::with_capacity(n),
+            titles: Vec::with_capacity(n),
+            descriptions: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            priorities: Vec::with_capacity(n),
+            due: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            updated: Vec::with_capacity(n),
+            completed: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+        };
+        for row in rows {
+            let t = &row.task;
+            a.ids.push(t.id.0);
+            a.owners.push(t.owner.0);
+            a.titles.push(t.title.as_str());
+            a.descriptions.push(t.description.as_str());
+            a.statuses.push(t.status.as_str());
+            a.priorities.push(t.priority.as_str());
+            a.due.push(t.due_at);
+            a.tags.push(tags_literal(&t.tags));
+            a.created.push(t.created_at);
+            a.updated.push(t.updated_at);
+            a.completed.push(t.completed_at);
+            a.versions
+                .push(i64::try_from(row.version).unwrap_or(i64::MAX));
+        }
+        a
+    }
+
+    pub fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.owners)
+            .bind(&self.titles)
+            .bind(&self.descriptions)
+            .bind(&self.statuses)
+            .bind(&self.priorities)
+            .bind(&self.due)
+            .bind(&self.tags)
+            .bind(&self.created)
+            .bind(&self.updated)
+            .bind(&self.completed)
+            .bind(&self.versions)
+    }
+}
+
+/// The upsert of `RowArrays` bound from parameter `$first` on, into
+/// generation `generation`, for rows that pass `condition` (SQL, may be
+/// empty). A stored row at the same or a later version is kept: an event
+/// applied twice must never take a row back.
+pub fn upsert_sql(generation: i32, first: usize, condition: &str) -> String {
+    let table = table(generation);
+    let p: Vec<String> = (first..first + RowArrays::PARAMS)
+        .map(|i| format!("${i}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({COLUMNS}) \
+         SELECT u.id, u.owner_id, u.title, u.description, u.status, u.priority, u.due_at, \
+                u.tags::text[], u.created_at, u.updated_at, u.completed_at, u.version \
+         FROM UNNEST({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], \
+                     {}::timestamptz[], {}::text[], {}::timestamptz[], {}::timestamptz[], \
+                     {}::timestamptz[], {}::bigint[]) \
+              AS u (id, owner_id, title, description, status, priority, due_at, tags, \
+                    created_at, updated_at, completed_at, version) \
+         {condition} \
+         ON CONFLICT (id) DO UPDATE SET owner_id = EXCLUDED.owner_id, title = EXCLUDED.title, \
+             description = EXCLUDED.description, status = EXCLUDED.status, \
+             priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, tags = EXCLUDED.tags, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+             completed_at = EXCLUDED.completed_at, version = EXCLUDED.version \
+         WHERE {table}.version < EXCLUDED.version",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]
+    )
+}
+
 /// Inserts or overwrites `rows` in one statement.
 ///
 /// # Errors
@@ -139,65 +246,9 @@ pub async fn upsert(
     if rows.is_empty() {
         return Ok(());
     }
-    let n = rows.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut owners = Vec::with_capacity(n);
-    let mut titles = Vec::with_capacity(n);
-    let mut descriptions = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut priorities = Vec::with_capacity(n);
-    let mut due = Vec::with_capacity(n);
-    let mut tags = Vec::with_capacity(n);
-    let mut created = Vec::with_capacity(n);
-    let mut updated = Vec::with_capacity(n);
-    let mut completed = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    for row in rows {
-        let t = &row.task;
-        ids.push(t.id.0);
-        owners.push(t.owner.0);
-        titles.push(t.title.as_str());
-        descriptions.push(t.description.as_str());
-        statuses.push(t.status.as_str());
-        priorities.push(t.priority.as_str());
-        due.push(t.due_at);
-        tags.push(tags_literal(&t.tags));
-        created.push(t.created_at);
-        updated.push(t.updated_at);
-        completed.push(t.completed_at);
-        versions.push(i64::try_from(row.version).unwrap_or(i64::MAX));
-    }
-    let sql = format!(
-        "INSERT INTO {} ({COLUMNS}) \
-         SELECT u.id, u.owner_id, u.title, u.description, u.status, u.priority, u.due_at, \
-                u.tags::text[], u.created_at, u.updated_at, u.completed_at, u.version \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::timestamptz[], $8::text[], $9::timestamptz[], $10::timestamptz[], \
-                     $11::timestamptz[], $12::bigint[]) \
-              AS u (id, owner_id, title, description, status, priority, due_at, tags, \
-                    created_at, updated_at, completed_at, version) \
-         ON CONFLICT (id) DO UPDATE SET owner_id = EXCLUDED.owner_id, title = EXCLUDED.title, \
-             description = EXCLUDED.description, status = EXCLUDED.status, \
-             priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, tags = EXCLUDED.tags, \
-             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
-             completed_at = EXCLUDED.completed_at, version = EXCLUDED.version",
-        table(generation)
-    );
-    sqlx::query(&sql)
-        .bind(&ids)
-        .bind(&owners)
-        .bind(&titles)
-        .bind(&descriptions)
-        .bind(&statuses)
-        .bind(&priorities)
-        .bind(&due)
-        .bind(&tags)
-        .bind(&created)
-        .bind(&updated)
-        .bind(&completed)
-        .bind(&versions)
-        .execute(&mut *conn)
-        .await?;
+    let arrays = RowArrays::new(rows);
+    let sql = upsert_sql(generation, 1, "");
+    arrays.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -1,18 +1,19 @@
 //! The Postgres read model (`readmodel.tasks`) as a projection: each batch,
 //! its checkpoint and the NOTIFY in one transaction, set-based.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
+use tasklog_events::domain::TaskId;
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use uuid::Uuid;
 
 use crate::error::ProjectorError;
-use crate::fold::{TaskRow, decode_batch, fold_rows, touched_ids};
+use crate::fold::{TaskEventAt, TaskRow, decode_batch, fold_rows, ids_with_history};
 use crate::notice::{self, Notice, Touched};
 use crate::projection::{Applied, Projection, after, report_skipped};
-use crate::rows;
+use crate::rows::{self, RowArrays};
 
 /// The projection's name in `readmodel.checkpoints`.
 pub const TASKS: &str = "tasks";
@@ -101,33 +102,96 @@ pub async fn write_checkpoint(
     Ok(())
 }
 
-/// Folds `events` into generation `generation` inside the caller's
-/// transaction: one SELECT of the touched rows, then one upsert and one
-/// delete. Returns the owners whose rows changed.
-///
-/// # Errors
-/// When Postgres fails or a stored row cannot be read.
-pub async fn apply_events(
+/// A batch ready to commit: what it writes, folded against the stored rows.
+struct Folded<'a> {
+    upserts: Vec<&'a TaskRow>,
+    deletes: Vec<TaskId>,
+    /// Owners whose rows the batch changes, for the notice.
+    owners: BTreeSet<Uuid>,
+}
+
+/// Reads the stored rows the fold needs (none when every touched task is
+/// created in the batch), then folds `decoded` into them.
+async fn fold_batch<'a>(
     conn: &mut PgConnection,
     generation: i32,
-    events: &[RecordedEvent],
-) -> Result<BTreeSet<Uuid>, ProjectorError> {
-    let (decoded, skipped) = decode_batch(events);
-    report_skipped(TASKS, &skipped);
-    let ids = touched_ids(&decoded);
-    let mut current = rows::load(conn, generation, &ids).await?;
+    decoded: &[TaskEventAt],
+    current: &'a mut HashMap<TaskId, TaskRow>,
+) -> Result<Folded<'a>, ProjectorError> {
+    *current = rows::load(conn, generation, &ids_with_history(decoded)).await?;
     // Owners never change, but a deleted row leaves `current` in the fold.
     let mut owners: BTreeSet<Uuid> = current.values().map(|row| row.task.owner.0).collect();
-    let changes = fold_rows(&mut current, &decoded);
+    let changes = fold_rows(current, decoded);
+    let current: &'a HashMap<TaskId, TaskRow> = current;
     let upserts: Vec<&TaskRow> = changes
         .upserts
         .iter()
         .filter_map(|id| current.get(id))
         .collect();
     owners.extend(upserts.iter().map(|row| row.task.owner.0));
-    rows::upsert(conn, generation, &upserts).await?;
-    rows::delete(conn, generation, &changes.deletes).await?;
-    Ok(owners)
+    Ok(Folded {
+        upserts,
+        deletes: changes.deletes,
+        owners,
+    })
+}
+
+/// Writes a folded batch and moves the checkpoint from `expected` to `next`
+/// in ONE statement (so one round trip and one implicit transaction), which
+/// writes nothing unless the stored checkpoint is still `expected`: another
+/// writer that moved it (a second instance, a replay, a rebuild's swap)
+/// holds the row lock first, and this UPDATE then finds no row. The rows are
+/// written only `WHERE EXISTS (SELECT FROM moved)`, so never without the
+/// checkpoint. Returns false when the checkpoint had moved.
+async fn commit_batch(
+    conn: &mut PgConnection,
+    expected: TasksCheckpoint,
+    next: TasksCheckpoint,
+    batch: &Folded<'_>,
+) -> Result<bool, ProjectorError> {
+    const MOVED: &str = "WHERE EXISTS (SELECT FROM moved)";
+    let (old_commit, old_prepare) = to_db(expected.position);
+    let (commit, prepare) = to_db(next.position);
+    let table = rows::table(expected.generation);
+    let first_row_param = 7;
+    let deletes_param = first_row_param + RowArrays::PARAMS;
+    let sql = format!(
+        "WITH moved AS ( \
+             UPDATE readmodel.checkpoints \
+             SET commit_position = $2, prepare_position = $3, updated_at = now() \
+             WHERE projection = $1 AND generation = $4 \
+               AND commit_position = $5 AND prepare_position = $6 \
+             RETURNING 1), \
+         upserted AS ({}), \
+         deleted AS (DELETE FROM {table} WHERE id = ANY(${deletes_param}) \
+                     AND EXISTS (SELECT FROM moved)) \
+         SELECT pg_notify(${}, ${}) FROM moved",
+        rows::upsert_sql(expected.generation, first_row_param, MOVED),
+        deletes_param + 1,
+        deletes_param + 2,
+    );
+    let arrays = RowArrays::new(&batch.upserts);
+    let deletes: Vec<Uuid> = batch.deletes.iter().map(|id| id.0).collect();
+    let payload = Notice {
+        commit: next.position.unwrap_or(Position::START).commit,
+        touched: Touched::Owners(batch.owners.clone()),
+    }
+    .payload();
+    let query = sqlx::query(&sql)
+        .bind(TASKS)
+        .bind(commit)
+        .bind(prepare)
+        .bind(expected.generation)
+        .bind(old_commit)
+        .bind(old_prepare);
+    let done = arrays
+        .bind(query)
+        .bind(&deletes)
+        .bind(notice::CHANNEL)
+        .bind(payload)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(done.is_some())
 }
 
 #[derive(Clone)]
@@ -168,19 +232,30 @@ impl Projection for TasksProjection {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(Applied::Done(*expected));
         };
-        let mut tx = self.db.begin().await?;
-        let stored = read_checkpoint(&mut tx, true).await?;
-        if stored != *expected {
-            tx.rollback().await?;
-            return Ok(Applied::Moved(stored));
-        }
-        let owners = apply_events(&mut tx, stored.generation, events).await?;
+        let (decoded, skipped) = decode_batch(events);
+        report_skipped(TASKS, &skipped);
         let next = TasksCheckpoint {
-            generation: stored.generation,
+            generation: expected.generation,
             position: Some(last),
         };
-        write_checkpoint(&mut tx, next, Touched::Owners(owners)).await?;
-        tx.commit().await?;
-        Ok(Applied::Done(next))
+        let mut conn = self.db.acquire().await?;
+        let mut current = HashMap::new();
+        let written = match fold_batch(&mut conn, expected.generation, &decoded, &mut current).await
+        {
+            Ok(batch) => commit_batch(&mut conn, *expected, next, &batch).await,
+            Err(e) => Err(e),
+        };
+        if matches!(written, Ok(true)) {
+            return Ok(Applied::Done(next));
+        }
+        // Nothing was written. The checkpoint moved, or a rebuild even dropped
+        // the generation table the batch was for (the statement fails then).
+        let stored = read_checkpoint(&mut conn, false).await?;
+        if stored != *expected {
+            return Ok(Applied::Moved(stored));
+        }
+        Err(written.err().unwrap_or_else(|| {
+            ProjectorError::Corrupt("the checkpoint did not move, yet no batch was written".into())
+        }))
     }
 }

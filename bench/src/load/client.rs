@@ -46,6 +46,23 @@ impl<T> Answer<T> {
     }
 }
 
+/// The status and `X-Projection-Position` of an answer; its body is read so
+/// the connection goes back to the pool.
+async fn position_of(sent: reqwest::Result<Response>) -> Answer<Option<u64>> {
+    let Ok(response) = sent else {
+        return Answer::transport();
+    };
+    let status = response.status();
+    let position = projection_position(&response);
+    match response.bytes().await {
+        Ok(_) => Answer {
+            status: Some(status),
+            value: Some(position),
+        },
+        Err(_) => Answer::transport(),
+    }
+}
+
 pub const PROJECTION_POSITION: &str = "x-projection-position";
 const MIN_POSITION: &str = "x-min-position";
 
@@ -155,6 +172,12 @@ impl Api {
         ack_of(request.send().await).await
     }
 
+    /// The projection position the query service knows, from the header of
+    /// its cheapest answer (`/health/live`).
+    pub async fn projection_position(&self) -> Answer<Option<u64>> {
+        position_of(self.http.get(self.query_url("/health/live")).send().await).await
+    }
+
     /// GET /v1/tasks/{id}; the value is the `X-Projection-Position` it carried.
     pub async fn get(
         &self,
@@ -169,21 +192,7 @@ impl Api {
         if let Some(p) = min_position {
             request = request.header(MIN_POSITION, p.to_string());
         }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let position = projection_position(&response);
-                // Read the body so the connection goes back to the pool.
-                match response.bytes().await {
-                    Ok(_) => Answer {
-                        status: Some(status),
-                        value: Some(position),
-                    },
-                    Err(_) => Answer::transport(),
-                }
-            }
-            Err(_) => Answer::transport(),
-        }
+        position_of(request.send().await).await
     }
 
     /// GET /v1/tasks with these parameters; the value is the page's next_cursor.

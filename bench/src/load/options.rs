@@ -37,8 +37,8 @@ pub enum ListMix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LagProbe {
-    /// One observer polls a task read back to back and reads
-    /// `X-Projection-Position`; writers never wait. Resolution: one poll.
+    /// One observer polls the query service's `/health/live` back to back
+    /// and reads `X-Projection-Position`; writers never wait. Resolution: one poll.
     Header,
     /// Each writer reads its task back with `X-Min-Position` after the 2xx:
     /// the read-your-writes delay a client sees, including one round trip.
