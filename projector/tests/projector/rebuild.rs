@@ -210,3 +210,52 @@ async fn every_generation_keeps_its_gin_pending_lists_small() {
         ]
     );
 }
+
+/// A live batch read before a rebuild's swap, applied after the swap dropped
+/// the generation it was read for: nothing is written and the projector is
+/// told where the new generation stands (the statement fails on the missing
+/// table; the checkpoint says why).
+#[tokio::test]
+async fn a_batch_for_a_generation_a_rebuild_dropped_moves_to_the_new_one() {
+    use tasklog_projector::projection::{Applied, Projection};
+    use tasklog_projector::tasks::TasksProjection;
+
+    let mut w = World::new().await;
+    let people = owners(2);
+    w.writer.busy_history(&people, 30).await;
+    let events = w.all_events().await;
+    let (first, second) = events.split_at(events.len() / 2);
+    let tasks = TasksProjection::new(w.pool().clone());
+    tasklog_projector::migrate(w.pool()).await.unwrap();
+    let t0 = tasks.checkpoint().await.unwrap();
+    let Applied::Done(t1) = tasks.apply(w.store.as_ref(), &t0, first).await.unwrap() else {
+        panic!("first apply");
+    };
+
+    let report = rebuild(
+        w.pool(),
+        w.dyn_store(),
+        Some(&w.redis),
+        RebuildOptions::default(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.generation, t1.generation + 1);
+    let old_table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("readmodel.tasks_g{}", t1.generation))
+        .fetch_one(w.pool())
+        .await
+        .unwrap();
+    assert_eq!(old_table, None, "the rebuild drops the old generation");
+    let after_rebuild = all_rows(w.pool()).await;
+
+    let outcome = tasks.apply(w.store.as_ref(), &t1, second).await.unwrap();
+    let Applied::Moved(stored) = outcome else {
+        panic!("a batch for a dropped generation was applied: {outcome:?}");
+    };
+    assert_eq!(stored.generation, report.generation);
+    assert_eq!(stored.position, w.head().await);
+    assert_eq!(all_rows(w.pool()).await, after_rebuild);
+    assert!(w.verify().await.is_empty());
+}
