@@ -88,14 +88,15 @@ fn decode_each<'a>(
     (decoded, skipped)
 }
 
+/// Each touched task's first event in the batch, in order.
+fn first_events(events: &[TaskEventAt]) -> impl Iterator<Item = &TaskEventAt> {
+    let mut seen = HashSet::new();
+    events.iter().filter(move |e| seen.insert(e.task_id))
+}
+
 /// The ids of the tasks a batch touches, in order of first appearance.
 pub fn touched_ids(events: &[TaskEventAt]) -> Vec<TaskId> {
-    let mut seen = HashSet::new();
-    events
-        .iter()
-        .filter(|e| seen.insert(e.task_id))
-        .map(|e| e.task_id)
-        .collect()
+    first_events(events).map(|e| e.task_id).collect()
 }
 
 /// The touched tasks whose stored row the fold needs: those whose first
@@ -103,10 +104,7 @@ pub fn touched_ids(events: &[TaskEventAt]) -> Vec<TaskId> {
 /// starts from nothing (a stream's event 0 is its `TaskCreated`), so
 /// reading its row would only find none.
 pub fn ids_with_history(events: &[TaskEventAt]) -> Vec<TaskId> {
-    let mut seen = HashSet::new();
-    events
-        .iter()
-        .filter(|e| seen.insert(e.task_id))
+    first_events(events)
         .filter(|e| e.version > 0)
         .map(|e| e.task_id)
         .collect()

@@ -147,8 +147,23 @@ pub struct RowArrays<'a> {
 }
 
 impl<'a> RowArrays<'a> {
+    /// The SQL array type of each parameter `bind` adds, in order.
+    const TYPES: [&'static str; 12] = [
+        "uuid[]",
+        "uuid[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "timestamptz[]",
+        "text[]",
+        "timestamptz[]",
+        "timestamptz[]",
+        "timestamptz[]",
+        "bigint[]",
+    ];
     /// How many parameters `bind` adds.
-    pub const PARAMS: usize = 12;
+    pub const PARAMS: usize = Self::TYPES.len();
 
     pub fn new(rows: &[&'a TaskRow]) -> Self {
         let n = rows.len();
@@ -211,16 +226,17 @@ impl<'a> RowArrays<'a> {
 /// applied twice must never take a row back.
 pub fn upsert_sql(generation: i32, first: usize, condition: &str) -> String {
     let table = table(generation);
-    let p: Vec<String> = (first..first + RowArrays::PARAMS)
-        .map(|i| format!("${i}"))
-        .collect();
+    let arrays = RowArrays::TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("${}::{ty}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "INSERT INTO {table} ({COLUMNS}) \
          SELECT u.id, u.owner_id, u.title, u.description, u.status, u.priority, u.due_at, \
                 u.tags::text[], u.created_at, u.updated_at, u.completed_at, u.version \
-         FROM UNNEST({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], \
-                     {}::timestamptz[], {}::text[], {}::timestamptz[], {}::timestamptz[], \
-                     {}::timestamptz[], {}::bigint[]) \
+         FROM UNNEST({arrays}) \
               AS u (id, owner_id, title, description, status, priority, due_at, tags, \
                     created_at, updated_at, completed_at, version) \
          {condition} \
@@ -229,8 +245,7 @@ pub fn upsert_sql(generation: i32, first: usize, condition: &str) -> String {
              priority = EXCLUDED.priority, due_at = EXCLUDED.due_at, tags = EXCLUDED.tags, \
              created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
              completed_at = EXCLUDED.completed_at, version = EXCLUDED.version \
-         WHERE {table}.version < EXCLUDED.version",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]
+         WHERE {table}.version < EXCLUDED.version"
     )
 }
 

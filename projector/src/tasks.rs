@@ -68,6 +68,15 @@ pub async fn read_checkpoint(
     })
 }
 
+/// What listeners are told when `checkpoint` commits.
+fn notice_payload(checkpoint: TasksCheckpoint, touched: Touched) -> String {
+    Notice {
+        commit: checkpoint.position.unwrap_or(Position::START).commit,
+        touched,
+    }
+    .payload()
+}
+
 /// Stores the checkpoint and notifies listeners of it and of whose rows
 /// changed (delivered on commit).
 ///
@@ -79,11 +88,7 @@ pub async fn write_checkpoint(
     touched: Touched,
 ) -> Result<(), ProjectorError> {
     let (commit, prepare) = to_db(checkpoint.position);
-    let payload = Notice {
-        commit: checkpoint.position.unwrap_or(Position::START).commit,
-        touched,
-    }
-    .payload();
+    let payload = notice_payload(checkpoint, touched);
     sqlx::query(
         "WITH moved AS ( \
              UPDATE readmodel.checkpoints \
@@ -147,7 +152,7 @@ async fn commit_batch(
     conn: &mut PgConnection,
     expected: TasksCheckpoint,
     next: TasksCheckpoint,
-    batch: &Folded<'_>,
+    batch: Folded<'_>,
 ) -> Result<bool, ProjectorError> {
     const MOVED: &str = "WHERE EXISTS (SELECT FROM moved)";
     let (old_commit, old_prepare) = to_db(expected.position);
@@ -172,11 +177,7 @@ async fn commit_batch(
     );
     let arrays = RowArrays::new(&batch.upserts);
     let deletes: Vec<Uuid> = batch.deletes.iter().map(|id| id.0).collect();
-    let payload = Notice {
-        commit: next.position.unwrap_or(Position::START).commit,
-        touched: Touched::Owners(batch.owners.clone()),
-    }
-    .payload();
+    let payload = notice_payload(next, Touched::Owners(batch.owners));
     let query = sqlx::query(&sql)
         .bind(TASKS)
         .bind(commit)
@@ -242,7 +243,7 @@ impl Projection for TasksProjection {
         let mut current = HashMap::new();
         let written = match fold_batch(&mut conn, expected.generation, &decoded, &mut current).await
         {
-            Ok(batch) => commit_batch(&mut conn, *expected, next, &batch).await,
+            Ok(batch) => commit_batch(&mut conn, *expected, next, batch).await,
             Err(e) => Err(e),
         };
         if matches!(written, Ok(true)) {

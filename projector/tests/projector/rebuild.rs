@@ -4,10 +4,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
+use tasklog_projector::rebuild::{Quiet, RebuildOptions, RebuildReport, rebuild};
 use uuid::Uuid;
 
 use crate::helpers::{World, all_rows, owners};
+
+async fn rebuild_with_defaults(w: &World) -> RebuildReport {
+    rebuild(
+        w.pool(),
+        w.dyn_store(),
+        Some(&w.redis),
+        RebuildOptions::default(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap()
+}
 
 #[tokio::test]
 async fn rebuild_swaps_in_a_new_generation_while_readers_query_and_run_keeps_projecting() {
@@ -148,15 +160,7 @@ async fn a_rebuild_of_a_quiet_log_yields_the_same_rows_and_counts() {
     }
     assert_eq!(w.counts_checkpoint().await, w.head().await);
     // Twice in a row is fine too (generation 3, the leftover g2 is dropped).
-    let again = rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        RebuildOptions::default(),
-        &mut Quiet,
-    )
-    .await
-    .unwrap();
+    let again = rebuild_with_defaults(&w).await;
     assert_eq!(again.generation, 3);
     assert!(w.verify().await.is_empty());
 }
@@ -232,15 +236,7 @@ async fn a_batch_for_a_generation_a_rebuild_dropped_moves_to_the_new_one() {
         panic!("first apply");
     };
 
-    let report = rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        RebuildOptions::default(),
-        &mut Quiet,
-    )
-    .await
-    .unwrap();
+    let report = rebuild_with_defaults(&w).await;
     assert_eq!(report.generation, t1.generation + 1);
     let old_table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(format!("readmodel.tasks_g{}", t1.generation))
