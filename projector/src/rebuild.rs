@@ -74,8 +74,8 @@ pub struct RebuildOptions {
     pub total_hint: Option<u64>,
     /// Connections building indexes at once.
     pub index_parallelism: usize,
-    /// Stretches of the log replayed at once. Only for the Postgres log
-    /// (cuts are made at transaction ids); 0 or 1 replays in one stretch.
+    /// Stretches of the log replayed at once, where the log can be cut
+    /// (`EventStore::split_points`); 0 or 1 replays in one stretch.
     pub replay_ranges: usize,
 }
 
@@ -229,8 +229,8 @@ struct RangeFold {
     events: u64,
 }
 
-/// Reads the whole log and folds it in memory. With `ranges` > 1 (the
-/// Postgres log only) the log is cut at transaction boundaries into stretches
+/// Reads the whole log and folds it in memory. With `ranges` > 1 (and a log
+/// that can be cut, see `EventStore::split_points`) the log is cut at commit boundaries into stretches
 /// replayed at once; each stretch is a pipeline of its own (a task reads
 /// pages, blocking-pool threads decode them, order kept, and a task folds).
 /// A task's events are folded in log order all the same: a stretch folds only
@@ -251,7 +251,7 @@ async fn replay(
             None => tokio::time::sleep(HELD_BACK).await,
         }
     };
-    let cuts = cut_points(first, head_position, ranges);
+    let cuts = store.split_points(first, head_position, ranges);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut folds = tokio::task::JoinSet::new();
     let mut bounds: Vec<Option<Position>> = vec![None];
@@ -290,21 +290,6 @@ async fn replay(
     }
     progress.replayed(events, total_hint);
     Ok((map, head, events))
-}
-
-/// Positions that cut the Postgres log into `ranges` stretches of about equal
-/// transaction-id span, each just after the last event of a transaction.
-/// (A Postgres commit position is `tx_id << 16 | append_seq`.)
-fn cut_points(first: Position, head: Position, ranges: usize) -> Vec<Position> {
-    let (low, high) = (first.commit >> 16, head.commit >> 16);
-    let ranges = ranges.max(1) as u64;
-    let mut cuts: Vec<Position> = (1..ranges)
-        .map(|i| low + (high - low) * i / ranges)
-        .filter(|tx| *tx >= low && *tx < high)
-        .map(|tx| Position::new((tx << 16) | 0xFFFF, u64::MAX))
-        .collect();
-    cuts.dedup();
-    cuts
 }
 
 /// Folds the events after `after` up to and including `until`.
@@ -633,29 +618,4 @@ async fn rebuild_counts(
         }
     }
     Ok(next)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cuts_fall_after_the_last_event_of_a_transaction_and_split_the_span() {
-        let first = Position::new(100 << 16, 1);
-        let head = Position::new((500 << 16) | 3, 9_000);
-        let cuts = cut_points(first, head, 4);
-        assert_eq!(
-            cuts,
-            vec![
-                Position::new((200 << 16) | 0xFFFF, u64::MAX),
-                Position::new((300 << 16) | 0xFFFF, u64::MAX),
-                Position::new((400 << 16) | 0xFFFF, u64::MAX),
-            ]
-        );
-        // Every event of transaction 200 is at or before the cut, none of 201.
-        assert!(Position::new((200 << 16) | 7, 1_000_000) <= cuts[0]);
-        assert!(Position::new(201 << 16, 0) > cuts[0]);
-        assert!(cut_points(first, head, 1).is_empty());
-        assert!(cut_points(head, head, 3).is_empty());
-    }
 }
