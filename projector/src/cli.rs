@@ -162,6 +162,11 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
                 report.load.as_secs_f64(),
                 report.index.as_secs_f64(),
             );
+            if let Err(e) = &report.old_generations {
+                eprintln!(
+                    "the old generations were not dropped: {e} (the new one is current; the next rebuild drops them)"
+                );
+            }
             match (skip_redis, &report.counts) {
                 (true, _) => Ok(ExitCode::SUCCESS),
                 (false, Ok(generation)) => {
