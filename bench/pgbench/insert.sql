@@ -1,5 +1,5 @@
 -- The plain reference for an append: one INSERT of a TaskCreated-sized jsonb
--- event (about 300 bytes, as append.sql sends) into a table with a primary
+-- event (about 300 bytes, as events/bench/append.sql sends) into a table with a primary
 -- key and a stream index, one transaction each (bench/pgbench/insert_table.sql).
 -- No expected-version or event-id check, no function: what the server can
 -- commit when the write does nothing else. Run with -M prepared.
