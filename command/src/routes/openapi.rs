@@ -17,14 +17,36 @@ use crate::state::AppState;
         super::auth::login,
         super::auth::refresh,
         super::auth::logout,
+        super::auth::logout_all,
+        super::auth::sessions,
         super::auth::me,
         super::tasks::create,
         super::tasks::update,
         super::tasks::delete,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Links),
 )]
 struct ApiDoc;
+
+/// A created task leads to its change and deletion, a change to deletion.
+/// (Its detail and history are the query service's: see its document.)
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use tasklog_platform::openapi_links::{Link, Method, add};
+        let id = "$response.body#/id";
+        let missing = add(
+            openapi,
+            &[
+                Link { path: "/v1/tasks", method: Method::Post, status: "201", target: "update", id_from: id },
+                Link { path: "/v1/tasks", method: Method::Post, status: "201", target: "delete", id_from: id },
+                Link { path: "/v1/tasks/{id}", method: Method::Patch, status: "200", target: "delete", id_from: id },
+            ],
+        );
+        debug_assert!(missing.is_empty(), "links from absent operations: {missing:?}");
+    }
+}
 
 struct BearerAuth;
 
