@@ -1,13 +1,12 @@
-//! Every read of the projector's Postgres read model (`readmodel.*`, see
-//! READMODEL.md) and of the Redis counts: the only SQL of the service.
+//! Every read of the projector's Postgres read model (`readmodel.*`; its
+//! contract is the `tasklog-readmodel` crate) and of the Redis counts: the
+//! only SQL of the service.
 
-mod checkpoint;
 mod counts;
 mod list_sql;
 mod stats;
 mod tasks;
 
-pub use checkpoint::projection_position;
 pub use counts::{RedisCounts, read_redis_counts};
 pub use stats::{Stats, stats};
 pub use tasks::{Page, TaskView, explain_list, get, list, numbered};
