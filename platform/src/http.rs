@@ -114,7 +114,9 @@ pub fn is_fit_request_id(id: &[u8]) -> bool {
 
 /// Removes an `X-Request-Id` that is not fit to keep (or sent twice), so the
 /// next layer makes a fresh one.
-pub(crate) async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+pub(crate) async fn drop_unfit_request_id(
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
     let headers = request.headers();
     let fit = headers.get_all(&REQUEST_ID).iter().count() == 1
         && headers

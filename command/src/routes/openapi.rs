@@ -39,12 +39,33 @@ impl Modify for Links {
         let missing = add(
             openapi,
             &[
-                Link { path: "/v1/tasks", method: Method::Post, status: "201", target: "update", id_from: id },
-                Link { path: "/v1/tasks", method: Method::Post, status: "201", target: "delete", id_from: id },
-                Link { path: "/v1/tasks/{id}", method: Method::Patch, status: "200", target: "delete", id_from: id },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Post,
+                    status: "201",
+                    target: "update",
+                    id_from: id,
+                },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Post,
+                    status: "201",
+                    target: "delete",
+                    id_from: id,
+                },
+                Link {
+                    path: "/v1/tasks/{id}",
+                    method: Method::Patch,
+                    status: "200",
+                    target: "delete",
+                    id_from: id,
+                },
             ],
         );
-        debug_assert!(missing.is_empty(), "links from absent operations: {missing:?}");
+        debug_assert!(
+            missing.is_empty(),
+            "links from absent operations: {missing:?}"
+        );
     }
 }
 

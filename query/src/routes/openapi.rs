@@ -33,12 +33,33 @@ impl Modify for Links {
         let missing = add(
             openapi,
             &[
-                Link { path: "/v1/tasks", method: Method::Get, status: "200", target: "show", id_from: first },
-                Link { path: "/v1/tasks", method: Method::Get, status: "200", target: "history", id_from: first },
-                Link { path: "/v1/tasks/{id}", method: Method::Get, status: "200", target: "history", id_from: "$response.body#/id" },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Get,
+                    status: "200",
+                    target: "show",
+                    id_from: first,
+                },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Get,
+                    status: "200",
+                    target: "history",
+                    id_from: first,
+                },
+                Link {
+                    path: "/v1/tasks/{id}",
+                    method: Method::Get,
+                    status: "200",
+                    target: "history",
+                    id_from: "$response.body#/id",
+                },
             ],
         );
-        debug_assert!(missing.is_empty(), "links from absent operations: {missing:?}");
+        debug_assert!(
+            missing.is_empty(),
+            "links from absent operations: {missing:?}"
+        );
     }
 }
 

@@ -70,11 +70,18 @@ async fn health_readiness_and_the_openapi_document() {
     // Links walk a fuzzer from a list to a detail and a history.
     let links = &doc["paths"]["/v1/tasks"]["get"]["responses"]["200"]["links"];
     assert_eq!(links["show"]["operationId"], "show", "{links}");
-    assert_eq!(links["history"]["parameters"]["id"], "$response.body#/tasks/0/id");
+    assert_eq!(
+        links["history"]["parameters"]["id"],
+        "$response.body#/tasks/0/id"
+    );
     let links = &doc["paths"]["/v1/tasks/{id}"]["get"]["responses"]["200"]["links"];
     assert_eq!(links["history"]["operationId"], "history", "{links}");
     for op in ["list", "show", "history"] {
-        assert!(doc.to_string().contains(&format!("\"operationId\":\"{op}\"")), "{op}");
+        assert!(
+            doc.to_string()
+                .contains(&format!("\"operationId\":\"{op}\"")),
+            "{op}"
+        );
     }
     let params: Vec<&str> = doc["paths"]["/v1/tasks"]["get"]["parameters"]
         .as_array()
