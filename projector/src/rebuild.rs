@@ -7,15 +7,20 @@
 //! 1. The log is read and folded in memory, the live rows are COPYed into
 //!    `readmodel.tasks_g<n+1>`, then indexed and analysed.
 //! 2. The new generation catches up batch by batch to near the head.
-//! 3. One transaction locks the `tasks` checkpoint row (the live projector locks
-//!    it at the start of every batch, so no batch commits meanwhile), applies
-//!    the last events, points `readmodel.tasks` at the new table and sets the
-//!    checkpoint to (generation n+1, position). The running projector's next
-//!    batch finds a checkpoint it did not expect, drops the batch and resumes
-//!    from the new generation's checkpoint. The checkpoint never moves back:
+//! 3. One transaction locks the `tasks` checkpoint row, checks the fence (the
+//!    rebuild lock is still held by this rebuild's connection and the new
+//!    table is the one this rebuild created, by OID, then locks that table),
+//!    applies the last events, points `readmodel.tasks` at the new table and
+//!    sets the checkpoint to (generation n+1, position). A live batch that
+//!    commits meanwhile cannot move the checkpoint: its compare-and-set waits
+//!    for the row lock, then finds the checkpoint changed and writes nothing;
+//!    the running projector drops the batch and resumes from the new
+//!    generation's checkpoint. The checkpoint never moves back:
 //!    everything the old generation had applied was visible below the log's
 //!    horizon, so the swap transaction reads at least that far.
-//! 4. The old table is dropped (after readers still on it finish).
+//! 4. The old table is dropped (after readers still on it finish). The swap
+//!    has happened by then: a failure here is reported, not fatal, and the
+//!    next rebuild drops what is left.
 //! 5. Counts: the new generation's hashes and checkpoint are written, then
 //!    `counts:current` is flipped; the live counts projection sees the
 //!    generation change in its next script and resumes from the new checkpoint.
@@ -74,8 +79,8 @@ pub struct RebuildOptions {
     pub total_hint: Option<u64>,
     /// Connections building indexes at once.
     pub index_parallelism: usize,
-    /// Stretches of the log replayed at once. Only for the Postgres log
-    /// (cuts are made at transaction ids); 0 or 1 replays in one stretch.
+    /// Stretches of the log replayed at once, where the log can be cut
+    /// (`EventStore::split_points`); 0 or 1 replays in one stretch.
     pub replay_ranges: usize,
 }
 
@@ -92,6 +97,8 @@ pub struct RebuildReport {
     pub total: Duration,
     /// The counts generation made current, or why the counts were not rebuilt.
     pub counts: Result<String, String>,
+    /// Whether the old generations were dropped after the swap (why not, if not).
+    pub old_generations: Result<(), String>,
 }
 
 /// Replays the log into a new generation and swaps it in (see the module).
@@ -120,7 +127,10 @@ pub async fn rebuild(
     if !got {
         return Err(ProjectorError::Busy("another rebuild is running".into()));
     }
-    let result = rebuild_locked(db, store, redis, options, progress, started).await;
+    let lock_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut lock_conn)
+        .await?;
+    let result = rebuild_locked(db, store, redis, options, progress, started, lock_pid).await;
     let _ = lock_conn.close().await;
     result
 }
@@ -132,6 +142,7 @@ async fn rebuild_locked(
     options: RebuildOptions,
     progress: &mut dyn Progress,
     started: Instant,
+    lock_pid: i32,
 ) -> Result<RebuildReport, ProjectorError> {
     let current = {
         let mut conn = db.acquire().await?;
@@ -140,6 +151,14 @@ async fn rebuild_locked(
     let generation = current.generation + 1;
     drop_generations(db, &[current.generation], false).await?;
     generation::create(db, generation).await?;
+    let fence = Fence {
+        lock_pid,
+        table_oid: generation::table_oid(db, generation)
+            .await?
+            .ok_or_else(|| {
+                ProjectorError::Fenced("the new generation's table vanished at once".into())
+            })?,
+    };
 
     progress.phase("replaying the log");
     let replay_started = Instant::now();
@@ -189,8 +208,15 @@ async fn rebuild_locked(
     }
 
     progress.phase("switching");
-    let position = swap(db, store.as_ref(), generation, &mut map, position).await?;
-    drop_generations(db, &[generation], true).await?;
+    let position = swap(db, store.as_ref(), &fence, generation, &mut map, position).await?;
+    // Swapped: from here on nothing undoes the rebuild, so nothing fails it.
+    progress.phase("dropping old generations");
+    let old_generations = drop_generations(db, &[generation], true)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "could not drop the old generations; the next rebuild will");
+            e.to_string()
+        });
 
     let counts = match redis {
         None => Err("no Redis given".to_owned()),
@@ -213,6 +239,7 @@ async fn rebuild_locked(
         index,
         total: started.elapsed(),
         counts,
+        old_generations,
     })
 }
 
@@ -229,8 +256,8 @@ struct RangeFold {
     events: u64,
 }
 
-/// Reads the whole log and folds it in memory. With `ranges` > 1 (the
-/// Postgres log only) the log is cut at transaction boundaries into stretches
+/// Reads the whole log and folds it in memory. With `ranges` > 1 (and a log
+/// that can be cut, see `EventStore::split_points`) the log is cut at commit boundaries into stretches
 /// replayed at once; each stretch is a pipeline of its own (a task reads
 /// pages, blocking-pool threads decode them, order kept, and a task folds).
 /// A task's events are folded in log order all the same: a stretch folds only
@@ -251,7 +278,7 @@ async fn replay(
             None => tokio::time::sleep(HELD_BACK).await,
         }
     };
-    let cuts = cut_points(first, head_position, ranges);
+    let cuts = store.split_points(first, head_position, ranges);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut folds = tokio::task::JoinSet::new();
     let mut bounds: Vec<Option<Position>> = vec![None];
@@ -290,21 +317,6 @@ async fn replay(
     }
     progress.replayed(events, total_hint);
     Ok((map, head, events))
-}
-
-/// Positions that cut the Postgres log into `ranges` stretches of about equal
-/// transaction-id span, each just after the last event of a transaction.
-/// (A Postgres commit position is `tx_id << 16 | append_seq`.)
-fn cut_points(first: Position, head: Position, ranges: usize) -> Vec<Position> {
-    let (low, high) = (first.commit >> 16, head.commit >> 16);
-    let ranges = ranges.max(1) as u64;
-    let mut cuts: Vec<Position> = (1..ranges)
-        .map(|i| low + (high - low) * i / ranges)
-        .filter(|tx| *tx >= low && *tx < high)
-        .map(|tx| Position::new((tx << 16) | 0xFFFF, u64::MAX))
-        .collect();
-    cuts.dedup();
-    cuts
 }
 
 /// Folds the events after `after` up to and including `until`.
@@ -490,6 +502,55 @@ async fn build_indexes(
     Ok(())
 }
 
+/// What makes this rebuild's swap its own: the backend holding the rebuild
+/// lock (a lock on a session that ended is gone, and another rebuild may
+/// then run) and the identity of the table it filled (another rebuild
+/// drops and recreates the same name).
+struct Fence {
+    lock_pid: i32,
+    table_oid: u32,
+}
+
+impl Fence {
+    /// Inside the swap transaction: fails unless the lock is still held by
+    /// this rebuild's session and the table is still the one it created;
+    /// then locks the table so that nobody drops it before the commit.
+    async fn check(&self, conn: &mut PgConnection, generation: i32) -> Result<(), ProjectorError> {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = $1 AND ((classid::bigint << 32) | objid::bigint) = $2)",
+        )
+        .bind(self.lock_pid)
+        .bind(REBUILD_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !held {
+            return Err(ProjectorError::Fenced(
+                "the rebuild lock was lost (its session ended); another rebuild may run".into(),
+            ));
+        }
+        let replaced = || {
+            ProjectorError::Fenced(format!(
+                "{} is no longer the table this rebuild filled",
+                rows::table(generation)
+            ))
+        };
+        if generation::table_oid(&mut *conn, generation).await? != Some(self.table_oid) {
+            return Err(replaced());
+        }
+        sqlx::query(&format!(
+            "LOCK TABLE {} IN ACCESS SHARE MODE",
+            rows::table(generation)
+        ))
+        .execute(&mut *conn)
+        .await?;
+        if generation::table_oid(&mut *conn, generation).await? != Some(self.table_oid) {
+            return Err(replaced());
+        }
+        Ok(())
+    }
+}
+
 /// How many times the swap is tried when it cannot get its locks quickly.
 const SWAP_ATTEMPTS: u32 = 20;
 
@@ -498,6 +559,7 @@ const SWAP_ATTEMPTS: u32 = 20;
 async fn swap(
     db: &PgPool,
     store: &dyn EventStore,
+    fence: &Fence,
     generation: i32,
     map: &mut HashMap<TaskId, TaskRow>,
     position: Option<Position>,
@@ -505,7 +567,7 @@ async fn swap(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_swap(db, store, generation, map, position).await {
+        match try_swap(db, store, fence, generation, map, position).await {
             Ok(Some(reached)) => return Ok(reached),
             Ok(None) => tokio::time::sleep(HELD_BACK).await,
             Err(ProjectorError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
@@ -526,6 +588,7 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
 async fn try_swap(
     db: &PgPool,
     store: &dyn EventStore,
+    fence: &Fence,
     generation: i32,
     map: &mut HashMap<TaskId, TaskRow>,
     mut position: Option<Position>,
@@ -538,6 +601,7 @@ async fn try_swap(
         .await?;
     // From here until commit no live batch can commit (it locks this row first).
     let old: TasksCheckpoint = read_checkpoint(&mut tx, true).await?;
+    fence.check(&mut tx, generation).await?;
     let mut overlay = Overlay::default();
     loop {
         let page = store.read_all(position, CATCH_UP_PAGE).await?;
@@ -633,29 +697,4 @@ async fn rebuild_counts(
         }
     }
     Ok(next)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cuts_fall_after_the_last_event_of_a_transaction_and_split_the_span() {
-        let first = Position::new(100 << 16, 1);
-        let head = Position::new((500 << 16) | 3, 9_000);
-        let cuts = cut_points(first, head, 4);
-        assert_eq!(
-            cuts,
-            vec![
-                Position::new((200 << 16) | 0xFFFF, u64::MAX),
-                Position::new((300 << 16) | 0xFFFF, u64::MAX),
-                Position::new((400 << 16) | 0xFFFF, u64::MAX),
-            ]
-        );
-        // Every event of transaction 200 is at or before the cut, none of 201.
-        assert!(Position::new((200 << 16) | 7, 1_000_000) <= cuts[0]);
-        assert!(Position::new(201 << 16, 0) > cuts[0]);
-        assert!(cut_points(first, head, 1).is_empty());
-        assert!(cut_points(head, head, 3).is_empty());
-    }
 }

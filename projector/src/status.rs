@@ -11,7 +11,7 @@ use tasklog_readmodel::{COUNTS, TASKS};
 
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
-use crate::lag::{Lag, LagProbe};
+use crate::lag::{Lag, lag};
 use crate::lease::{Holder, holder, key_of};
 use crate::projection::Projection;
 use crate::tasks::TasksProjection;
@@ -42,7 +42,6 @@ pub async fn status(
     db: &PgPool,
     store: &dyn EventStore,
     redis: &RedisHandle,
-    probe: &LagProbe,
 ) -> Result<Status, ProjectorError> {
     let head = store.head().await?;
     let tasks = TasksProjection::new(db.clone());
@@ -51,25 +50,24 @@ pub async fn status(
         Ok(cp) => (cp.generation.to_string(), cp.position, None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
-    projections.push(one(db, store, probe, TASKS, tasks_status).await);
+    projections.push(one(db, store, TASKS, tasks_status).await);
     let counts = CountsProjection::new(redis.clone());
     let counts_status = match counts.checkpoint().await {
         Ok(cp) => (cp.generation, cp.position, None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
-    projections.push(one(db, store, probe, COUNTS, counts_status).await);
+    projections.push(one(db, store, COUNTS, counts_status).await);
     Ok(Status { head, projections })
 }
 
 async fn one(
     db: &PgPool,
     store: &dyn EventStore,
-    probe: &LagProbe,
     name: &'static str,
     (generation, checkpoint, error): (String, Option<Position>, Option<String>),
 ) -> ProjectionStatus {
     let lag = if error.is_none() {
-        probe.lag(store, checkpoint).await.ok()
+        lag(store, checkpoint).await.ok()
     } else {
         None
     };
