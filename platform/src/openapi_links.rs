@@ -60,3 +60,41 @@ pub fn add(doc: &mut OpenApi, links: &[Link]) -> Vec<Link> {
     }
     missing
 }
+
+/// The document as JSON, with each link's fields in OpenAPI's spelling:
+/// utoipa 5.5 writes a link's `operationId` and `operationRef` in snake
+/// case, which no tool reads (schemathesis refuses such links).
+pub fn to_json(doc: &OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    let operations = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_object_mut);
+        for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+            let links = response
+                .get_mut("links")
+                .and_then(serde_json::Value::as_object_mut);
+            for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                if let Some(link) = link.as_object_mut() {
+                    for (snake, camel) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(value) = link.remove(snake) {
+                            link.insert(camel.to_owned(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    json
+}

@@ -92,5 +92,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+    // Links need OpenAPI's spelling, which utoipa 5.5 does not write.
+    Router::new().route(
+        "/openapi.json",
+        get(|| async { Json(tasklog_platform::openapi_links::to_json(&document())) }),
+    )
 }
