@@ -20,6 +20,9 @@ pub enum ProjectorError {
     /// stopped before swapping.
     #[error("the rebuild was fenced out: {0}")]
     Fenced(String),
+    /// A task the work was split into failed (panicked or was cancelled).
+    #[error("a task of the projector failed: {0}")]
+    TaskFailed(String),
     /// The read model or Redis holds something no projection wrote.
     #[error("the read side holds data it cannot read: {0}")]
     Corrupt(String),

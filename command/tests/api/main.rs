@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod batch;
 mod concurrency;
 mod hardening;
 mod helpers;
@@ -12,6 +13,7 @@ mod idempotency;
 mod isolation;
 mod login_guard;
 mod outage;
+mod restore_revert;
 mod service;
 mod sessions;
 mod task_commands;
