@@ -83,6 +83,7 @@ struct Existing {
 ///
 /// # Errors
 /// When the database fails.
+#[tracing::instrument(skip_all)]
 pub async fn claim(
     pool: &PgPool,
     user: UserId,
@@ -126,6 +127,7 @@ pub async fn claim(
 ///
 /// # Errors
 /// When the database fails.
+#[tracing::instrument(skip_all)]
 pub async fn complete(
     pool: &PgPool,
     user: UserId,
