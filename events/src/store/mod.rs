@@ -45,6 +45,9 @@ pub struct Metadata {
     /// What caused the command, e.g. the client's idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
+    /// Set on the events of a revert: the version whose fields they bring back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u64>,
 }
 
 /// An event about to be appended. `event_id` makes a retried append harmless.

@@ -82,6 +82,7 @@ pub fn event(n: u64) -> NewEvent {
             owner_id: None,
             request_id: Some(format!("req-{n}")),
             causation_id: None,
+            reverted_to: None,
         },
     }
 }
