@@ -6,6 +6,7 @@
 
 pub mod consistency;
 pub mod listing;
+pub mod log_head;
 pub mod page_cache;
 pub mod projection;
 pub mod read_model;

@@ -1,6 +1,6 @@
 //! What every handler can reach: the read model, the log, Redis counts, the
-//! token verifier, the cursor key, the projection's progress and the pages
-//! kept in memory.
+//! token verifier, the cursor key, the projection's progress, the log's head
+//! and the pages kept in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tasklog_platform::auth::TokenVerifier;
 use tasklog_platform::redis::RedisHandle;
 
 use crate::listing::CursorKey;
+use crate::log_head::LogHead;
 use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub cursor_key: Arc<CursorKey>,
     pub projection: ProjectionWatch,
+    pub log_head: Arc<LogHead>,
     pub pages: Arc<PageCache>,
     pub min_position_timeout: Duration,
 }

@@ -1,6 +1,8 @@
 //! System tests: the three real binaries as processes, driven over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod edge;
+mod error_tracking;
 mod failures;
 mod gateway;
 mod lifecycle;
@@ -18,4 +20,10 @@ fn binaries() -> Binaries {
 
 async fn start() -> System {
     System::start(binaries()).await.expect("the system starts")
+}
+
+async fn start_with(env: &[(&str, &str)]) -> System {
+    System::start_with(binaries(), env)
+        .await
+        .expect("the system starts")
 }
