@@ -287,6 +287,7 @@ impl CountsProjection {
 
     /// Fills in the owner of events that carry none, from the first event of
     /// their stream (old events may predate owner metadata).
+    #[tracing::instrument(skip_all, fields(unowned = unowned.len()))]
     async fn resolve_owners(
         &self,
         store: &dyn EventStore,
