@@ -562,6 +562,20 @@ async fn read_until(
     out
 }
 
+/// Waits until a whole-log read reaches `head`. A log read stops below the
+/// oldest transaction still running on the server, and tests sharing the
+/// server keep short ones open, so the tail can lag for a moment.
+async fn readable_up_to(store: &dyn EventStore, head: Position) {
+    for _ in 0..600 {
+        let seen = read_until(store, None, head).await;
+        if seen.last().map(|e| e.position) == Some(head) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log never became readable up to {head:?}");
+}
+
 pub async fn the_stretches_between_split_points_hold_every_event_once(store: &dyn EventStore) {
     let s = stream();
     store
@@ -575,6 +589,7 @@ pub async fn the_stretches_between_split_points_hold_every_event_once(store: &dy
             .unwrap();
     }
     let head = store.head().await.unwrap().unwrap();
+    readable_up_to(store, head).await;
     let first = store.read_all(None, 1).await.unwrap()[0].position;
     let cuts = store.split_points(first, head, 4);
     assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
