@@ -1,8 +1,9 @@
 //! The projector: folds the event log into the Postgres read model
-//! (`readmodel.tasks`) and the Redis counts, each with its own checkpoint and
+//! (`readmodel.tasks`), the change feed (`readmodel.changes`) and the Redis counts, each with its own checkpoint and
 //! exactly-once effects; plus rebuild, verify, status and the log copier.
 
 pub mod catch_up;
+pub mod changes;
 pub mod cli;
 pub mod counts;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod fold;
 pub mod lag;
 pub mod lease;
 pub mod notice;
+pub mod owners;
 pub mod projection;
 pub mod rebuild;
 pub mod rows;

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::redis::RedisHandle;
 
+use crate::changes::{CHANGES, ChangesProjection};
 use crate::counts::{COUNTS, CountsProjection};
 use crate::error::ProjectorError;
 use crate::lag::{Lag, LagProbe};
@@ -56,6 +57,11 @@ pub async fn status(
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
     projections.push(one(db, store, probe, COUNTS, counts_status).await);
+    let changes_status = match ChangesProjection::new(db.clone()).checkpoint().await {
+        Ok(position) => (String::new(), position, None),
+        Err(e) => (String::new(), None, Some(e.to_string())),
+    };
+    projections.push(one(db, store, probe, CHANGES, changes_status).await);
     Ok(Status { head, projections })
 }
 

@@ -1,12 +1,16 @@
 //! Every read of the projector's Postgres read model (`readmodel.*`, see
 //! READMODEL.md) and of the Redis counts: the only SQL of the service.
 
+mod changes;
 mod checkpoint;
 mod counts;
 mod list_sql;
 mod stats;
 mod tasks;
 
+pub use changes::{
+    After, Change, ChangeFilter, changes_after, changes_position, explain_changes, rest_of_commit,
+};
 pub use checkpoint::projection_position;
 pub use counts::{RedisCounts, read_redis_counts};
 pub use stats::{Stats, stats};

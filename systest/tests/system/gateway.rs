@@ -12,7 +12,7 @@ use tasklog_systest::{Api, System};
 
 use crate::start;
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
@@ -20,7 +20,7 @@ struct Nginx {
 
 impl Nginx {
     /// Renders the same template the local run and the compose stack use.
-    fn start(system: &System) -> Nginx {
+    pub(crate) fn start(system: &System) -> Nginx {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let template =
             std::fs::read_to_string(root.join("deploy/nginx/gateway.conf.template")).unwrap();
@@ -53,11 +53,11 @@ impl Nginx {
         Nginx { child, dir, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         for _ in 0..100 {
             if let Ok(r) = http
