@@ -96,8 +96,8 @@ if wants append; then
 fi
 
 if wants copy || wants list; then
-    say "read model from projector/migrations"
-    migrate readmodel projector/migrations
+    say "read model from readmodel/migrations"
+    migrate readmodel readmodel/migrations
     say "generating $ROWS rows over $OWNERS owners"
     psql_db -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/rows.sql > "$TMP/tasks.tsv"
     # What `projector rebuild` faces: a fresh, index-less generation table,

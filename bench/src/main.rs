@@ -1,6 +1,7 @@
 //! `tasklog-bench`: benchmarks and the load generator. Each subcommand prints
 //! what it measured; none is a test.
 
+mod drill;
 mod load;
 mod store;
 
@@ -20,6 +21,10 @@ enum Command {
     /// Drives the running services over HTTP with one scenario and reports
     /// throughput, latency, errors and (for `lag`) projection lag.
     Load(Box<load::Args>),
+    /// The restore drill's two halves: drive recorded writes, then check a
+    /// restored log against that record (`deploy/local/drill` runs both).
+    #[command(subcommand)]
+    Drill(drill::Command),
 }
 
 #[tokio::main]
@@ -27,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(args).await,
         Command::Load(args) => load::run(*args).await,
+        Command::Drill(command) => drill::run(command).await,
     }
 }

@@ -11,8 +11,8 @@ use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::projection::{Applied, Projection};
-use crate::schema::migrate;
 use crate::tasks::TasksProjection;
+use tasklog_readmodel::migrate;
 
 /// Events read per batch while catching up.
 const CATCH_UP_BATCH: usize = 5_000;

@@ -1,5 +1,5 @@
 //! The change feed as a projection: every task event again, under its owner,
-//! in `readmodel.changes` (migration 0003 says why there). Each batch's rows,
+//! in `readmodel.changes` (readmodel migration 0004 says why there). Each batch's rows,
 //! its checkpoint and its notice on `tasklog_changes` go in one statement,
 //! written only if the stored checkpoint is still the one the batch was read
 //! after, so a replay or a second writer never writes a change twice.
@@ -13,19 +13,14 @@ use sqlx::PgPool;
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use uuid::Uuid;
 
+use tasklog_readmodel::changes::{CHANGES, CHANNEL};
+use tasklog_readmodel::checkpoint::{from_db, to_db};
+use tasklog_readmodel::notice::{Notice, Touched};
+
 use crate::error::ProjectorError;
 use crate::fold::decode_batch;
-use crate::notice::{Notice, Touched};
 use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
-use crate::tasks::{from_db, to_db};
-
-/// The projection's name and its row in `readmodel.checkpoints`.
-pub const CHANGES: &str = "changes";
-
-/// The channel a committed batch is announced on: `<commit>;<owner>,...`
-/// (the `notice` format), naming the owners whose changes it added.
-pub const CHANNEL: &str = "tasklog_changes";
 
 /// The change rows of a batch as column arrays, for one `unnest` insert.
 #[derive(Default)]

@@ -2,9 +2,8 @@
 //! checkpoint move together in one Lua script, which refuses a batch read
 //! after any other checkpoint, so a replay never counts twice.
 //!
-//! Keys (READMODEL.md): `{prefix}counts:current` names the generation;
-//! `{prefix}counts:{gen}:checkpoint` holds "commit/prepare";
-//! `{prefix}counts:{gen}:owner:{uuid}` is a hash of the eight counts.
+//! The key layout and fields are the read model's contract
+//! (`tasklog_readmodel::counts`).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -14,14 +13,15 @@ use redis::Script;
 use tasklog_events::domain::UserId;
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use tasklog_platform::redis::RedisHandle;
+use tasklog_readmodel::COUNTS;
+use tasklog_readmodel::counts::{
+    CountKeys, FIELDS, FIRST_GENERATION, checkpoint_text, parse_checkpoint,
+};
 
 use crate::error::ProjectorError;
 use crate::fold::{Counts, count_deltas, decode_batch};
 use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
-
-pub const COUNTS: &str = "counts";
-pub const FIRST_GENERATION: &str = "g1";
 
 /// Where the counts stand: the generation written to and the position applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +46,16 @@ return {gen, cp}
 /// KEYS[1] current-generation key, KEYS[2] the checkpoint of generation
 /// ARGV[1], KEYS[3..] owner hashes. ARGV[2] the checkpoint the batch was read
 /// after ('' for none), ARGV[3] the batch's last position, then 8 deltas per
-/// owner hash in `Counts::FIELDS` order.
+/// owner hash in `FIELDS` order.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    let fields: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    Script::new(&format!(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
 local stored = redis.call('GET', KEYS[2]) or ''
 if stored == ARGV[3] then return 'duplicate' end
 if stored ~= ARGV[2] then return 'moved' end
-local fields = {'total', 'todo', 'in_progress', 'done', 'low', 'medium', 'high', 'urgent'}
+local fields = {{{}}}
 for i = 3, #KEYS do
   local base = 3 + (i - 3) * 8
   for j = 1, 8 do
@@ -65,7 +66,8 @@ end
 redis.call('SET', KEYS[2], ARGV[3])
 return 'applied'
 ",
-    )
+        fields.join(", ")
+    ))
 });
 
 /// Makes generation ARGV[1] current (KEYS[1]) and returns the one it replaced.
@@ -102,45 +104,6 @@ return out
     )
 });
 
-fn position_text(p: Option<Position>) -> String {
-    p.map(|p| p.to_string()).unwrap_or_default()
-}
-
-fn parse_position(text: &str) -> Result<Option<Position>, ProjectorError> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse::<Position>()
-        .map(Some)
-        .map_err(|_| ProjectorError::Corrupt(format!("counts checkpoint {text:?}")))
-}
-
-/// Names of this deployment's count keys.
-#[derive(Clone)]
-pub struct CountKeys {
-    redis: RedisHandle,
-}
-
-impl CountKeys {
-    pub fn current(&self) -> String {
-        self.redis.key("counts:current")
-    }
-    /// `{prefix}counts:` — generations hang below it.
-    pub fn base(&self) -> String {
-        self.redis.key("counts:")
-    }
-    pub fn checkpoint(&self, generation: &str) -> String {
-        self.redis.key(&format!("counts:{generation}:checkpoint"))
-    }
-    pub fn owner(&self, generation: &str, owner: UserId) -> String {
-        self.redis
-            .key(&format!("counts:{generation}:owner:{owner}"))
-    }
-    pub fn owner_prefix(&self, generation: &str) -> String {
-        self.redis.key(&format!("counts:{generation}:owner:"))
-    }
-}
-
 #[derive(Clone)]
 pub struct CountsProjection {
     redis: RedisHandle,
@@ -150,9 +113,7 @@ pub struct CountsProjection {
 impl CountsProjection {
     pub fn new(redis: RedisHandle) -> Self {
         Self {
-            keys: CountKeys {
-                redis: redis.clone(),
-            },
+            keys: CountKeys::new(redis.prefix()),
             redis,
         }
     }
@@ -175,9 +136,8 @@ impl CountsProjection {
         for chunk in owners.chunks(500) {
             let mut pipe = redis::pipe();
             for (owner, c) in chunk {
-                let key = self.keys.owner(generation, **owner);
-                let pairs: Vec<(&str, i64)> =
-                    Counts::FIELDS.into_iter().zip(c.to_array()).collect();
+                let key = self.keys.owner(generation, owner.0);
+                let pairs: Vec<(&str, i64)> = FIELDS.into_iter().zip(c.to_array()).collect();
                 pipe.del(&key).ignore().hset_multiple(&key, &pairs).ignore();
             }
             self.redis
@@ -223,7 +183,7 @@ impl CountsProjection {
     /// # Errors
     /// When Redis fails.
     pub async fn drop_generation(&self, generation: &str) -> Result<u64, ProjectorError> {
-        let pattern = format!("{}*", self.redis.key(&format!("counts:{generation}:")));
+        let pattern = format!("{}*", self.keys.generation_prefix(generation));
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
@@ -289,7 +249,7 @@ impl CountsProjection {
         Ok(Some((
             CountsCheckpoint {
                 generation,
-                position: parse_position(&checkpoint)?,
+                position: parse_checkpoint(&checkpoint)?,
             },
             hashes,
         )))
@@ -320,7 +280,7 @@ impl Projection for CountsProjection {
             .await?;
         Ok(CountsCheckpoint {
             generation,
-            position: parse_position(&checkpoint)?,
+            position: parse_checkpoint(&checkpoint)?,
         })
     }
 
@@ -348,10 +308,10 @@ impl Projection for CountsProjection {
             .key(self.keys.current())
             .key(self.keys.checkpoint(generation))
             .arg(generation)
-            .arg(position_text(expected.position))
-            .arg(position_text(Some(last)));
+            .arg(checkpoint_text(expected.position))
+            .arg(checkpoint_text(Some(last)));
         for (owner, delta) in deltas.iter().filter(|(_, d)| !d.is_zero()) {
-            invocation.key(self.keys.owner(generation, *owner));
+            invocation.key(self.keys.owner(generation, owner.0));
             for d in delta.to_array() {
                 invocation.arg(d);
             }

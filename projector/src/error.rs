@@ -21,6 +21,15 @@ pub enum ProjectorError {
     Corrupt(String),
 }
 
+impl From<tasklog_readmodel::ReadModelError> for ProjectorError {
+    fn from(e: tasklog_readmodel::ReadModelError) -> Self {
+        match e {
+            tasklog_readmodel::ReadModelError::Database(e) => ProjectorError::Database(e),
+            tasklog_readmodel::ReadModelError::Corrupt(what) => ProjectorError::Corrupt(what),
+        }
+    }
+}
+
 impl From<redis::RedisError> for ProjectorError {
     fn from(e: redis::RedisError) -> Self {
         ProjectorError::Redis(RedisUnavailable::Error(e))

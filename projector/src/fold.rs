@@ -193,16 +193,7 @@ pub struct Counts {
 
 impl Counts {
     /// The Redis hash fields, in the order of `to_array`.
-    pub const FIELDS: [&'static str; 8] = [
-        "total",
-        "todo",
-        "in_progress",
-        "done",
-        "low",
-        "medium",
-        "high",
-        "urgent",
-    ];
+    pub const FIELDS: [&'static str; 8] = tasklog_readmodel::counts::FIELDS;
 
     pub fn to_array(self) -> [i64; 8] {
         [

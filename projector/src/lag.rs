@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectorError;
 use crate::projection::Projection;
-use crate::tasks::to_db;
+use tasklog_readmodel::checkpoint::to_db;
 
 /// Counting stops here: beyond it the number matters less than the alarm.
 pub const LAG_COUNT_CAP: i64 = 10_000_000;

@@ -24,7 +24,7 @@ pub const REBUILD_LOCK: i64 = 0x7470_726f_6a00_0003;
 /// The lease key of a projection, by name.
 pub fn key_of(projection: &str) -> i64 {
     match projection {
-        crate::counts::COUNTS => COUNTS_LEASE,
+        tasklog_readmodel::COUNTS => COUNTS_LEASE,
         _ => TASKS_LEASE,
     }
 }

@@ -39,11 +39,11 @@ use crate::fold::{
     TaskEventAt, TaskRow, counts_of, decode_batch, decode_owned, fold_rows, touched_ids,
 };
 use crate::lease::REBUILD_LOCK;
-use crate::notice::Touched;
 use crate::projection::{Projection, report_skipped};
 use crate::rows;
-use crate::schema::migrate;
-use crate::tasks::{TASKS, TasksCheckpoint, read_checkpoint, write_checkpoint};
+use tasklog_readmodel::checkpoint::{TASKS, TasksCheckpoint, read_checkpoint, write_checkpoint};
+use tasklog_readmodel::notice::Touched;
+use tasklog_readmodel::{generation, migrate};
 
 /// Events per read while replaying.
 const REPLAY_PAGE: usize = 10_000;
@@ -139,10 +139,7 @@ async fn rebuild_locked(
     };
     let generation = current.generation + 1;
     drop_generations(db, &[current.generation], false).await?;
-    sqlx::query("SELECT readmodel.create_generation($1)")
-        .bind(generation)
-        .execute(db)
-        .await?;
+    generation::create(db, generation).await?;
 
     progress.phase("replaying the log");
     let replay_started = Instant::now();
@@ -450,10 +447,7 @@ async fn build_indexes(
     generation: i32,
     parallelism: usize,
 ) -> Result<(), ProjectorError> {
-    let statements: Vec<String> = sqlx::query_scalar("SELECT readmodel.generation_indexes($1)")
-        .bind(generation)
-        .fetch_all(db)
-        .await?;
+    let statements = generation::index_statements(db, generation).await?;
     let mut statements = statements.into_iter();
     if let Some(primary_key) = statements.next() {
         let mut conn = db.acquire().await?;
@@ -557,10 +551,7 @@ async fn try_swap(
         tx.rollback().await?;
         return Ok(None);
     }
-    sqlx::query("SELECT readmodel.point_view_at($1)")
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
+    generation::point_view_at(&mut tx, generation).await?;
     // Every list may differ in the new generation: that is why one rebuilds.
     write_checkpoint(
         &mut tx,

@@ -14,16 +14,12 @@ use tasklog_events::domain::{
 };
 use uuid::Uuid;
 
+use tasklog_readmodel::generation::VIEW;
+
 use crate::error::ProjectorError;
 use crate::fold::TaskRow;
 
-/// The table of generation `generation` (a number we make: safe to splice).
-pub fn table(generation: i32) -> String {
-    format!("readmodel.tasks_g{generation}")
-}
-
-const COLUMNS: &str = "id, owner_id, title, description, status, priority, due_at, tags, \
-                       created_at, updated_at, completed_at, version";
+pub use tasklog_readmodel::generation::{COLUMNS, table};
 
 #[derive(sqlx::FromRow)]
 struct RawRow {
@@ -100,7 +96,7 @@ pub async fn load(
 pub async fn load_all_from_view(
     conn: &mut PgConnection,
 ) -> Result<Vec<Result<TaskRow, ProjectorError>>, ProjectorError> {
-    let sql = format!("SELECT {COLUMNS} FROM readmodel.tasks");
+    let sql = format!("SELECT {COLUMNS} FROM {VIEW}");
     let raw: Vec<RawRow> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
     Ok(raw.into_iter().map(RawRow::into_row).collect())
 }

@@ -24,9 +24,9 @@ use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::lag::{LagProbe, sample};
 use crate::runner::{RunnerSettings, run};
-use crate::schema::migrate;
 use crate::settings::Settings;
 use crate::tasks::TasksProjection;
+use tasklog_readmodel::migrate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

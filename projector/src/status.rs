@@ -7,13 +7,15 @@ use sqlx::PgPool;
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::redis::RedisHandle;
 
-use crate::changes::{CHANGES, ChangesProjection};
-use crate::counts::{COUNTS, CountsProjection};
+use tasklog_readmodel::{CHANGES, COUNTS, TASKS};
+
+use crate::changes::ChangesProjection;
+use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::lag::{Lag, LagProbe};
 use crate::lease::{Holder, holder, key_of};
 use crate::projection::Projection;
-use crate::tasks::{TASKS, TasksProjection};
+use crate::tasks::TasksProjection;
 
 #[derive(Debug, Clone)]
 pub struct ProjectionStatus {

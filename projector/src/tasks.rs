@@ -9,103 +9,16 @@ use tasklog_events::domain::TaskId;
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use uuid::Uuid;
 
+use tasklog_readmodel::checkpoint::{
+    COMPARE_AND_SET, TASKS, TasksCheckpoint, notice_payload, read_checkpoint, to_db,
+};
+use tasklog_readmodel::generation;
+use tasklog_readmodel::notice::{self, Touched};
+
 use crate::error::ProjectorError;
 use crate::fold::{TaskEventAt, TaskRow, decode_batch, fold_rows, ids_with_history};
-use crate::notice::{self, Notice, Touched};
 use crate::projection::{Applied, Projection, after, report_skipped};
 use crate::rows::{self, RowArrays};
-
-/// The projection's name in `readmodel.checkpoints`.
-pub const TASKS: &str = "tasks";
-
-/// Where the read model stands: which generation table is current and the
-/// position it has applied (`None` before the first event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TasksCheckpoint {
-    pub generation: i32,
-    pub position: Option<Position>,
-}
-
-/// Positions are stored as the u64 bit pattern in a bigint (READMODEL.md).
-#[allow(clippy::cast_possible_wrap)]
-pub fn to_db(position: Option<Position>) -> (i64, i64) {
-    let p = position.unwrap_or(Position::START);
-    (p.commit as i64, p.prepare as i64)
-}
-
-#[allow(clippy::cast_sign_loss)]
-pub fn from_db(commit: i64, prepare: i64) -> Option<Position> {
-    let p = Position::new(commit as u64, prepare as u64);
-    (p != Position::START).then_some(p)
-}
-
-/// Reads the checkpoint row; `lock` also locks it until the transaction ends,
-/// which serialises batch applies and a rebuild's swap.
-///
-/// # Errors
-/// When Postgres fails or the row is missing (the schema is not migrated).
-pub async fn read_checkpoint(
-    conn: &mut PgConnection,
-    lock: bool,
-) -> Result<TasksCheckpoint, ProjectorError> {
-    let sql = if lock {
-        "SELECT generation, commit_position, prepare_position FROM readmodel.checkpoints \
-         WHERE projection = $1 FOR UPDATE"
-    } else {
-        "SELECT generation, commit_position, prepare_position FROM readmodel.checkpoints \
-         WHERE projection = $1"
-    };
-    let row: Option<(i32, i64, i64)> = sqlx::query_as(sql)
-        .bind(TASKS)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (generation, commit, prepare) = row.ok_or_else(|| {
-        ProjectorError::Corrupt("readmodel.checkpoints has no 'tasks' row".into())
-    })?;
-    Ok(TasksCheckpoint {
-        generation,
-        position: from_db(commit, prepare),
-    })
-}
-
-/// What listeners are told when `checkpoint` commits.
-fn notice_payload(checkpoint: TasksCheckpoint, touched: Touched) -> String {
-    Notice {
-        commit: checkpoint.position.unwrap_or(Position::START).commit,
-        touched,
-    }
-    .payload()
-}
-
-/// Stores the checkpoint and notifies listeners of it and of whose rows
-/// changed (delivered on commit).
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn write_checkpoint(
-    conn: &mut PgConnection,
-    checkpoint: TasksCheckpoint,
-    touched: Touched,
-) -> Result<(), ProjectorError> {
-    let (commit, prepare) = to_db(checkpoint.position);
-    let payload = notice_payload(checkpoint, touched);
-    sqlx::query(
-        "WITH moved AS ( \
-             UPDATE readmodel.checkpoints \
-             SET commit_position = $2, prepare_position = $3, generation = $4, updated_at = now() \
-             WHERE projection = $1 RETURNING 1) \
-         SELECT pg_notify($5, $6) FROM moved",
-    )
-    .bind(TASKS)
-    .bind(commit)
-    .bind(prepare)
-    .bind(checkpoint.generation)
-    .bind(notice::CHANNEL)
-    .bind(payload)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
 
 /// A batch ready to commit: what it writes, folded against the stored rows.
 struct Folded<'a> {
@@ -142,12 +55,13 @@ async fn fold_batch<'a>(
 }
 
 /// Writes a folded batch and moves the checkpoint from `expected` to `next`
-/// in ONE statement (so one round trip and one implicit transaction), which
-/// writes nothing unless the stored checkpoint is still `expected`: another
-/// writer that moved it (a second instance, a replay, a rebuild's swap)
-/// holds the row lock first, and this UPDATE then finds no row. The rows are
-/// written only `WHERE EXISTS (SELECT FROM moved)`, so never without the
-/// checkpoint. Returns false when the checkpoint had moved.
+/// in ONE statement (so one round trip and one implicit transaction), fenced
+/// by the compare-and-set of the contract (`COMPARE_AND_SET`): it writes
+/// nothing unless the stored checkpoint is still `expected` when it commits.
+/// Another writer that moved it first (a second instance, a replay, a
+/// rebuild's swap) makes this UPDATE find no row. The rows are written only
+/// `WHERE EXISTS (SELECT FROM moved)`, so never without the checkpoint.
+/// Returns false when the checkpoint had moved.
 async fn commit_batch(
     conn: &mut PgConnection,
     expected: TasksCheckpoint,
@@ -157,16 +71,11 @@ async fn commit_batch(
     const MOVED: &str = "WHERE EXISTS (SELECT FROM moved)";
     let (old_commit, old_prepare) = to_db(expected.position);
     let (commit, prepare) = to_db(next.position);
-    let table = rows::table(expected.generation);
+    let table = generation::table(expected.generation);
     let first_row_param = 7;
     let deletes_param = first_row_param + RowArrays::PARAMS;
     let sql = format!(
-        "WITH moved AS ( \
-             UPDATE readmodel.checkpoints \
-             SET commit_position = $2, prepare_position = $3, updated_at = now() \
-             WHERE projection = $1 AND generation = $4 \
-               AND commit_position = $5 AND prepare_position = $6 \
-             RETURNING 1), \
+        "WITH {COMPARE_AND_SET}, \
          upserted AS ({}), \
          deleted AS (DELETE FROM {table} WHERE id = ANY(${deletes_param}) \
                      AND EXISTS (SELECT FROM moved)) \
@@ -220,7 +129,7 @@ impl Projection for TasksProjection {
 
     async fn checkpoint(&self) -> Result<TasksCheckpoint, ProjectorError> {
         let mut conn = self.db.acquire().await?;
-        read_checkpoint(&mut conn, false).await
+        Ok(read_checkpoint(&mut conn, false).await?)
     }
 
     async fn apply(

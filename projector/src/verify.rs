@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::fold::{Counts, TaskRow, counts_of, decode_owned, fold_rows};
-use crate::schema::migrate;
-use crate::tasks::read_checkpoint;
+use tasklog_readmodel::checkpoint::read_checkpoint;
+use tasklog_readmodel::migrate;
 
 const PAGE: usize = 10_000;
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tasklog_projector::notice::{CHANNEL, Notice, Touched};
+use tasklog_readmodel::checkpoint::projection_position;
+use tasklog_readmodel::notice::{CHANNEL, Notice, Touched};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::page_cache::PageCache;
-use crate::read_model::projection_position;
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);

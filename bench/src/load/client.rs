@@ -172,6 +172,16 @@ impl Api {
         ack_of(request.send().await).await
     }
 
+    pub async fn delete(&self, user: &User, id: Uuid) -> Answer<Ack> {
+        let sent = self
+            .http
+            .delete(self.command_url(&format!("/v1/tasks/{id}")))
+            .bearer_auth(&user.token)
+            .send()
+            .await;
+        ack_of(sent).await
+    }
+
     /// The projection position the query service knows, from the header of
     /// its cheapest answer (`/health/live`).
     pub async fn projection_position(&self) -> Answer<Option<u64>> {

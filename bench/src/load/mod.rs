@@ -2,9 +2,9 @@
 //! over HTTP for a fixed time (closed or open loop), shows progress on stderr
 //! and prints what it measured.
 
-mod client;
+pub(crate) mod client;
 mod lag;
-mod options;
+pub(crate) mod options;
 mod pacing;
 mod report;
 mod scenarios;

@@ -112,7 +112,7 @@ impl World {
         .fetch_one(self.pool())
         .await
         .expect("checkpoint row");
-        tasklog_projector::tasks::from_db(c, p)
+        tasklog_readmodel::checkpoint::from_db(c, p)
     }
 
     pub async fn counts_checkpoint(&self) -> Option<Position> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgListener;
 use tasklog_events::domain::{Priority, Status};
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::notice::{self, Notice};
+use tasklog_readmodel::notice::{self, Notice};
 
 use crate::helpers::{World, owners};
 

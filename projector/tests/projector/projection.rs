@@ -178,7 +178,7 @@ impl Micro for chrono::DateTime<chrono::Utc> {
 #[tokio::test]
 async fn a_batch_applied_twice_changes_nothing_in_either_projection() {
     let mut w = World::new().await;
-    tasklog_projector::migrate(w.pool()).await.unwrap();
+    tasklog_readmodel::migrate(w.pool()).await.unwrap();
     let people = owners(3);
     w.writer.busy_history(&people, 30).await;
     let events = w.all_events().await;
@@ -302,7 +302,7 @@ async fn two_writers_without_a_lease_still_apply_every_event_exactly_once() {
     use tokio_util::sync::CancellationToken;
 
     let mut w = World::new().await;
-    tasklog_projector::migrate(w.pool()).await.unwrap();
+    tasklog_readmodel::migrate(w.pool()).await.unwrap();
     let people = owners(3);
     let stop = CancellationToken::new();
     let never = CancellationToken::new();
@@ -336,7 +336,7 @@ async fn each_batch_notifies_its_position_and_whose_rows_it_changed() {
     use std::time::Duration;
 
     use sqlx::postgres::PgListener;
-    use tasklog_projector::notice::{self, Notice, Touched};
+    use tasklog_readmodel::notice::{self, Notice, Touched};
 
     let mut w = World::new().await;
     let people = owners(4);

@@ -230,7 +230,7 @@ async fn a_batch_for_a_generation_a_rebuild_dropped_moves_to_the_new_one() {
     let events = w.all_events().await;
     let (first, second) = events.split_at(events.len() / 2);
     let tasks = TasksProjection::new(w.pool().clone());
-    tasklog_projector::migrate(w.pool()).await.unwrap();
+    tasklog_readmodel::migrate(w.pool()).await.unwrap();
     let t0 = tasks.checkpoint().await.unwrap();
     let Applied::Done(t1) = tasks.apply(w.store.as_ref(), &t0, first).await.unwrap() else {
         panic!("first apply");

@@ -39,7 +39,7 @@ async fn holder_name(w: &World, key: i64) -> Option<String> {
 #[tokio::test]
 async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact() {
     let mut w = World::new().await;
-    tasklog_projector::migrate(w.pool()).await.unwrap();
+    tasklog_readmodel::migrate(w.pool()).await.unwrap();
     let people = owners(3);
     let mut a = spawn_binary(&w, "instance-a");
     w.eventually("instance a holds both leases", || async {

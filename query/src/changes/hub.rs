@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tasklog_projector::changes::CHANNEL;
-use tasklog_projector::notice::{Notice, Touched};
+use tasklog_readmodel::changes::CHANNEL;
+use tasklog_readmodel::notice::{Notice, Touched};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

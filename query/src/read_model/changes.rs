@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
-use tasklog_projector::changes::CHANGES;
+use tasklog_readmodel::CHANGES;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

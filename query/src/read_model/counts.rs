@@ -1,25 +1,15 @@
-//! The projector's Redis counts (READMODEL.md): one owner's hash and the
-//! checkpoint of the generation it belongs to, read together in one script so
-//! the pair is consistent (the projector writes both atomically).
+//! The projector's Redis counts (layout: `tasklog_readmodel::counts`): one
+//! owner's hash and the checkpoint of the generation it belongs to, read
+//! together in one script so the pair is consistent (the projector writes
+//! both atomically).
 
 use std::collections::HashMap;
 
 use redis::Value;
 use tasklog_events::Position;
 use tasklog_platform::redis::{RedisHandle, RedisUnavailable};
+use tasklog_readmodel::counts::{CountKeys, READ_OWNER_SCRIPT, parse_checkpoint};
 use uuid::Uuid;
-
-/// Reads the current generation, then its checkpoint and the owner's hash.
-/// Keys are derived inside the script because the generation is only known
-/// there; the counts live on one server (no cluster slots to respect).
-const READ_COUNTS: &str = r"
-local generation = redis.call('GET', KEYS[1])
-if not generation then return false end
-local base = ARGV[1] .. 'counts:' .. generation .. ':'
-local checkpoint = redis.call('GET', base .. 'checkpoint')
-local counts = redis.call('HGETALL', base .. 'owner:' .. ARGV[2])
-return {checkpoint or '', counts}
-";
 
 /// One owner's counts and how far into the log they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +36,13 @@ pub async fn read_redis_counts(
     redis: &RedisHandle,
     owner: Uuid,
 ) -> Result<Option<RedisCounts>, RedisUnavailable> {
-    let current = redis.key("counts:current");
-    let prefix = redis.prefix().to_owned();
+    let keys = CountKeys::new(redis.prefix());
+    let (current, base) = (keys.current(), keys.base());
     let reply: Value = redis
         .run(|mut c| async move {
-            redis::Script::new(READ_COUNTS)
+            redis::Script::new(READ_OWNER_SCRIPT)
                 .key(current)
-                .arg(prefix)
+                .arg(base)
                 .arg(owner.to_string())
                 .invoke_async(&mut c)
                 .await
@@ -78,7 +68,7 @@ fn parse_reply(reply: &Value) -> Option<RedisCounts> {
     let [checkpoint, counts] = items.as_slice() else {
         return None;
     };
-    let checkpoint: Position = text(checkpoint)?.parse().ok()?;
+    let checkpoint: Position = parse_checkpoint(&text(checkpoint)?).ok()??;
     let mut fields = HashMap::new();
     match counts {
         Value::Array(flat) => {

@@ -1,8 +1,8 @@
-//! Every read of the projector's Postgres read model (`readmodel.*`, see
-//! READMODEL.md) and of the Redis counts: the only SQL of the service.
+//! Every read of the projector's Postgres read model (`readmodel.*`; its
+//! contract is the `tasklog-readmodel` crate) and of the Redis counts: the
+//! only SQL of the service.
 
 mod changes;
-mod checkpoint;
 mod counts;
 mod list_sql;
 mod stats;
@@ -11,7 +11,6 @@ mod tasks;
 pub use changes::{
     After, Change, ChangeFilter, changes_after, changes_position, explain_changes, rest_of_commit,
 };
-pub use checkpoint::projection_position;
 pub use counts::{RedisCounts, read_redis_counts};
 pub use stats::{Stats, stats};
 pub use tasks::{Page, TaskView, explain_list, get, list, numbered};

@@ -205,7 +205,7 @@ fn env_or(name: &str, default: i64) -> i64 {
 async fn every_feed_query_reads_only_the_callers_rows_by_index() {
     let db = TestDb::new().await.unwrap();
     let pool = db.pool();
-    tasklog_projector::migrate(pool).await.unwrap();
+    tasklog_readmodel::migrate(pool).await.unwrap();
     let rows = env_or("CHANGES_ROWS", 200_000);
     let owners = env_or("CHANGES_OWNERS", 2_000);
     const CHUNK: i64 = 50_000;

@@ -20,7 +20,7 @@ fn env_or(name: &str, default: i64) -> i64 {
 
 /// `rows` tasks spread evenly over `owners`, with every column varied.
 async fn seed(db: &PgPool, rows: i64, owners: i64) {
-    tasklog_projector::migrate(db).await.unwrap();
+    tasklog_readmodel::migrate(db).await.unwrap();
     // In chunks: the Postgres log shows events only below the oldest running
     // transaction of the whole server, so one long insert would stall every
     // other test's projection until it commits.

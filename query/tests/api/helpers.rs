@@ -124,7 +124,7 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
     store.migrate().await.expect("event log schema");
-    tasklog_projector::migrate(db.pool())
+    tasklog_readmodel::migrate(db.pool())
         .await
         .expect("read model schema");
     let app = Application::build(settings).await.expect("the app builds");

@@ -2,7 +2,7 @@
 //! commits: the new commit position, and whose tasks the batch changed, so a
 //! query service can keep answers in memory and drop exactly the stale ones.
 //!
-//! Payload (READMODEL.md): `<commit>;<owner>,<owner>,...`; `<commit>;` when
+//! Payload (the contract, `readmodel/README.md`): `<commit>;<owner>,<owner>,...`; `<commit>;` when
 //! the batch changed no row; `<commit>;*` when anyone's rows may have changed
 //! (a rebuild's swap, or more owners than a payload holds). A bare `<commit>`,
 //! as projectors before this format sent, reads as `*`.

@@ -1,5 +1,5 @@
 -- The change feed (issue 23): every task event again, keyed by its owner, so
--- `GET /v1/changes`, the SSE stream and the webhook worker read one owner's
+-- `GET /v1/changes`, and the SSE stream read one owner's
 -- changes by index and never scan anyone else's.
 --
 -- Why here and not in the log: the log is the `events` crate's and its
