@@ -2,8 +2,8 @@
 # The machine's own limits, for the ratios in bench/README.md. In a scratch
 # database (dropped at the end) on the Postgres the services use:
 #   append  pgbench, single-event append transactions through
-#           eventlog.append_batch as the event log adapter sends them
-#           (bench/pgbench/append.sql), at each of APPEND_CLIENTS clients;
+#           the log's append_batch as the Postgres adapter sends them
+#           (events/bench/append.sql), at each of APPEND_CLIENTS clients;
 #   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
 #           index-less generation table, then its indexes, as `projector
 #           rebuild` does (rows/s for the COPY alone and with the indexes);
@@ -90,9 +90,9 @@ machine
 if wants append; then
     migrate eventlog events/migrations
     for c in $APPEND_CLIENTS; do
-        run_pgbench pgbench_append "$c" bench/pgbench/append.sql
+        run_pgbench pgbench_append "$c" events/bench/append.sql
     done
-    psql_db -Atc "SELECT json_build_object('figure','appended_rows','rows',count(*)) FROM eventlog.events"
+    psql_db -At -f events/bench/count.sql
 fi
 
 if wants copy || wants list; then

@@ -32,12 +32,11 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379} REDIS_PREFIX="tasklog-rebu
 say "migrating (the projector's status command applies every migration)"
 "$PROJECTOR" status >/dev/null 2>&1 || true
 psql -X -q -d "$DB" -c "CREATE SCHEMA IF NOT EXISTS eventlog"
-if ! psql -X -Atq -d "$DB" -c "SELECT to_regclass('eventlog.events')" | grep -q events; then
+if ! PGOPTIONS="-c search_path=eventlog" psql -X -Atq -d "$DB" -c "SELECT to_regclass('events')" | grep -q events; then
     for f in events/migrations/*.sql; do PGOPTIONS="-c search_path=eventlog,public" psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$f"; done
 fi
 say "writing $ROWS TaskCreated events"
-psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/events.sql
-psql -X -q -d "$DB" -c "VACUUM ANALYZE eventlog.events"
+psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v rows="$ROWS" -v owners="$OWNERS" -f events/bench/events.sql
 say "tasklog-projector rebuild $REBUILD_ARGS"
 t0=$(date +%s.%N)
 # shellcheck disable=SC2086

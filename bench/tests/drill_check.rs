@@ -81,7 +81,11 @@ async fn losing_only_the_newest_writes_passes_and_losing_an_older_one_fails() {
     let passed = check(&db, &tail_lost, None);
     // then the check passes and counts it as lost
     assert!(passed.status.success(), "{}", stdout(&passed));
-    assert!(stdout(&passed).contains("acknowledged=3 restored=2 lost=1 lost_inside_window=0"));
+    assert!(
+        stdout(&passed).contains("acknowledged=3 restored=2 lost=1 lost_inside_window=0"),
+        "{}",
+        stdout(&passed)
+    );
 
     // when the missing write was acknowledged before a surviving one was sent
     let hole = json!({"writes": [write(a, pa, 0, 5), write(never_written, pb + 1, 6, 8),

@@ -110,3 +110,19 @@ pgbr() { as_pg pgbackrest --config="$BACKUP_CONF" --stanza="$BACKUP_STANZA" "$@"
 archive_command() {
     echo "pgbackrest --config=$BACKUP_CONF --stanza=$BACKUP_STANZA archive-push %p"
 }
+
+# The newest WAL segment in the repository (timeline 1 first, the newest
+# timeline's last), from pgBackRest's JSON.
+archived_max_segment() {
+    pgbr info --output=json | python3 -c 'import json,sys; a=(json.load(sys.stdin)[0].get("archive") or [{}]); print(a[-1].get("max") or "")'
+}
+
+# The WAL segment in which a restored cluster's replay ended ("redo done at
+# X/Y" in its log), on timeline 1 with 16 MB segments (initdb's default).
+replayed_segment() { # server log of the restored cluster
+    local redo hi lo
+    redo=$(as_root sed -nE 's|.*redo done at ([0-9A-F]+)/([0-9A-F]+).*|\1 \2|p' "$1" | tail -n 1)
+    [ -n "$redo" ] || return 1
+    read -r hi lo <<<"$redo"
+    printf '%08X%08X%08X\n' 1 "$((16#$hi))" "$((16#$lo >> 24))"
+}

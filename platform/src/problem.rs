@@ -152,7 +152,8 @@ impl ApiError {
         }
     }
 
-    fn into_problem(self) -> Problem {
+    /// The problem body, for answers that carry several (a batch's results).
+    pub fn into_problem(self) -> Problem {
         let status = self.status_code();
         let title = status.canonical_reason().unwrap_or("Error").to_owned();
         let kind = format!("/problems/{}", self.slug());

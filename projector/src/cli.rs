@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lag::LagProbe;
 use crate::rebuild::{Progress, RebuildOptions, rebuild};
 use crate::{Application, Settings, migrate, status, verify};
 use anyhow::Context;
@@ -17,7 +16,7 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tasklog_events::store::copy::{CopyProgress, copy_log};
-use tasklog_events::store::{Backend, backend_for, open, open_when_ready};
+use tasklog_events::store::{open, open_when_ready};
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::config::Env;
 use tasklog_platform::database;
@@ -128,21 +127,8 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             replay_ranges,
             skip_redis,
         } => {
-            let (db, store, redis, probe) = connect(&settings).await?;
-            let total_hint = match probe {
-                LagProbe::Postgres(_) => {
-                    // The identity's high mark: instant, and the event count give or take gaps.
-                    sqlx::query_scalar::<_, Option<i64>>(
-                        "SELECT max(position) FROM eventlog.events",
-                    )
-                    .fetch_one(&db)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|n| u64::try_from(n).ok())
-                }
-                LagProbe::Read(_) => None,
-            };
+            let (db, store, redis) = connect(&settings).await?;
+            let total_hint = store.approximate_len().await.ok().flatten();
             let mut progress = Terminal::new("rebuild");
             let report = rebuild(
                 &db,
@@ -151,11 +137,8 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
                 RebuildOptions {
                     total_hint,
                     index_parallelism,
-                    // Cutting the log needs the Postgres position encoding.
-                    replay_ranges: match probe {
-                        LagProbe::Postgres(_) => replay_ranges,
-                        LagProbe::Read(_) => 1,
-                    },
+                    // A log that cannot be cut replays in one stretch anyway.
+                    replay_ranges,
                 },
                 &mut progress,
             )
@@ -179,6 +162,11 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
                 report.load.as_secs_f64(),
                 report.index.as_secs_f64(),
             );
+            if let Err(e) = &report.old_generations {
+                eprintln!(
+                    "the old generations were not dropped: {e} (the new one is current; the next rebuild drops them)"
+                );
+            }
             match (skip_redis, &report.counts) {
                 (true, _) => Ok(ExitCode::SUCCESS),
                 (false, Ok(generation)) => {
@@ -194,7 +182,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Verify { skip_redis } => {
-            let (db, store, redis, _) = connect(&settings).await?;
+            let (db, store, redis) = connect(&settings).await?;
             let report =
                 verify::verify(&db, store.as_ref(), (!skip_redis).then_some(&redis)).await?;
             for d in report.differences.iter().take(1000) {
@@ -222,8 +210,8 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status => {
-            let (db, store, redis, probe) = connect(&settings).await?;
-            let status = status::status(&db, store.as_ref(), &redis, &probe).await?;
+            let (db, store, redis) = connect(&settings).await?;
+            let status = status::status(&db, store.as_ref(), &redis).await?;
             print!("{status}");
             Ok(ExitCode::SUCCESS)
         }
@@ -233,7 +221,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
 
 async fn connect(
     settings: &Settings,
-) -> anyhow::Result<(PgPool, Arc<dyn EventStore>, RedisHandle, LagProbe)> {
+) -> anyhow::Result<(PgPool, Arc<dyn EventStore>, RedisHandle)> {
     let db = database::pool(&settings.database, "tasklog-projector")?;
     let url = settings
         .event_store_url
@@ -245,15 +233,11 @@ async fn connect(
     )
     .await
     .context("the event log did not become reachable within 30 s")??;
-    let probe = match backend_for(url.as_deref())? {
-        Backend::Postgres => LagProbe::Postgres(db.clone()),
-        Backend::EventStoreDb(_) => LagProbe::Read(10_000),
-    };
     tokio::time::timeout(Duration::from_secs(30), migrate(&db))
         .await
         .context("Postgres did not become reachable within 30 s")??;
     let redis = RedisHandle::new(&settings.redis)?;
-    Ok((db, store, redis, probe))
+    Ok((db, store, redis))
 }
 
 /// Opens a log named by URL: a Postgres database (its `eventlog` schema is

@@ -164,6 +164,37 @@ impl CountsProjection {
         Ok(())
     }
 
+    /// A rebuild's counts: writes `counts` as a new generation at `position`,
+    /// makes it current and removes the old one. Returns the new
+    /// generation's name.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn rebuild(
+        &self,
+        counts: &HashMap<UserId, Counts>,
+        position: Option<Position>,
+    ) -> Result<String, ProjectorError> {
+        let current = self.checkpoint().await?;
+        let next = current
+            .generation
+            .strip_prefix('g')
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or_else(
+                || format!("g{}", chrono::Utc::now().timestamp()),
+                |n| format!("g{}", n + 1),
+            );
+        // A leftover of an interrupted rebuild must not add to the new one.
+        self.drop_generation(&next).await?;
+        self.write_generation(&next, counts, position).await?;
+        if let Some(old) = self.flip(&next).await? {
+            if old != next {
+                self.drop_generation(&old).await?;
+            }
+        }
+        Ok(next)
+    }
+
     /// Makes `generation` current; returns the generation it replaced.
     ///
     /// # Errors

@@ -16,6 +16,13 @@ pub enum ProjectorError {
     /// Something else holds what this needs (another rebuild).
     #[error("{0}")]
     Busy(String),
+    /// A rebuild lost what made its swap safe (its lock, its table) and
+    /// stopped before swapping.
+    #[error("the rebuild was fenced out: {0}")]
+    Fenced(String),
+    /// A task the work was split into failed (panicked or was cancelled).
+    #[error("a task of the projector failed: {0}")]
+    TaskFailed(String),
     /// The read model or Redis holds something no projection wrote.
     #[error("the read side holds data it cannot read: {0}")]
     Corrupt(String),

@@ -68,6 +68,7 @@ fn decode_each<'a>(
             Ok(event) => {
                 let owner = match &event {
                     TaskEvent::Created(c) => Some(c.owner_id),
+                    TaskEvent::Restored(r) => Some(r.owner_id),
                     _ => recorded.metadata.owner_id.map(UserId),
                 };
                 decoded.push(TaskEventAt {
@@ -143,7 +144,11 @@ pub fn fold_rows(rows: &mut HashMap<TaskId, TaskRow>, events: &[TaskEventAt]) ->
                 continue;
             }
             Some(row) => TaskState::Live(row.task),
-            None => TaskState::Absent,
+            // A deleted task has no row; its restore carries the whole task.
+            None => match &e.event {
+                TaskEvent::Restored(r) => TaskState::Deleted(r.task()),
+                _ => TaskState::Absent,
+            },
         };
         match evolve(state, &e.event) {
             TaskState::Live(task) => {
@@ -251,7 +256,8 @@ impl Counts {
     }
 
     /// What one event changes in its owner's counts; events carry what was
-    /// before (`from`, the deleted task's status and priority), so no state is needed.
+    /// before (`from`, the deleted or restored task's status and priority),
+    /// so no state is needed.
     pub fn apply_event(&mut self, event: &TaskEvent) {
         match event {
             TaskEvent::Created(e) => self.add_task(e.status, e.priority, 1),
@@ -264,6 +270,7 @@ impl Counts {
                 *self.priority_mut(e.to) += 1;
             }
             TaskEvent::Deleted(e) => self.add_task(e.status, e.priority, -1),
+            TaskEvent::Restored(e) => self.add_task(e.status, e.priority, 1),
             TaskEvent::TitleChanged(_)
             | TaskEvent::DescriptionChanged(_)
             | TaskEvent::DueDateChanged(_)
@@ -457,6 +464,47 @@ mod tests {
         assert!(rows.is_empty());
         assert!(changes.upserts.is_empty());
         assert_eq!(changes.deletes, vec![given.task]);
+    }
+
+    fn restored_at(given: &Given, minutes: i64) -> TaskEvent {
+        let (rows, _) = given.fold();
+        let task = &rows[&given.task].task;
+        TaskEvent::Restored(tasklog_events::domain::TaskRestored::of(
+            task,
+            Given::at(minutes),
+        ))
+    }
+
+    #[test]
+    fn given_a_restore_in_a_later_batch_then_the_row_comes_back_as_it_was() {
+        let live = Given::a_task()
+            .created(Status::Done, Priority::High)
+            .then_event(TaskEvent::TitleChanged(TaskTitleChanged {
+                title: TaskTitle::parse("Kept").unwrap(),
+                occurred_at: Given::at(1),
+            }));
+        let restore = restored_at(&live, 3);
+        let (before, _) = live.fold();
+        let given = live
+            .then_event(TaskEvent::Deleted(TaskDeleted {
+                status: Status::Done,
+                priority: Priority::High,
+                occurred_at: Given::at(2),
+            }))
+            .then_event(restore);
+        // The delete was projected already: no row is left for the restore.
+        let mut rows = HashMap::new();
+        let changes = fold_rows(&mut rows, &given.events[3..]);
+        assert_eq!(changes.upserts, vec![given.task]);
+        let row = &rows[&given.task];
+        let was = &before[&given.task].task;
+        assert_eq!(row.version, 3);
+        assert_eq!(row.task.title, was.title);
+        assert_eq!(row.task.completed_at, was.completed_at);
+        assert_eq!(row.task.created_at, was.created_at);
+        assert_eq!(row.task.updated_at, Given::at(3));
+        let (deltas, _) = count_deltas(&given.events);
+        assert_eq!(deltas[&given.owner], counts_of(rows.values())[&given.owner]);
     }
 
     #[test]

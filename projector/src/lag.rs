@@ -6,25 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlx::PgPool;
 use tasklog_events::{EventStore, Position};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectorError;
 use crate::projection::Projection;
-use tasklog_readmodel::checkpoint::to_db;
 
-/// Counting stops here: beyond it the number matters less than the alarm.
-pub const LAG_COUNT_CAP: i64 = 10_000_000;
-
-/// How events behind a position are counted.
-#[derive(Clone)]
-pub enum LagProbe {
-    /// The Postgres log: an index-only count in the log's own order.
-    Postgres(PgPool),
-    /// Any other log: read up to this many events and count them.
-    Read(usize),
-}
+/// Counting stops here: beyond it the number matters less than the alarm
+/// (an adapter that must read to count stops sooner, see
+/// `EventStore::count_after`).
+pub const LAG_COUNT_CAP: u64 = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lag {
@@ -34,53 +25,31 @@ pub struct Lag {
     pub millis: u64,
 }
 
-impl LagProbe {
-    /// The lag of a projection at `position`.
-    ///
-    /// # Errors
-    /// When the log cannot be read.
-    pub async fn lag(
-        &self,
-        store: &dyn EventStore,
-        position: Option<Position>,
-    ) -> Result<Lag, ProjectorError> {
-        let (events, capped) = match self {
-            LagProbe::Postgres(db) => {
-                let (commit, prepare) = to_db(position);
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM eventlog.events \
-                     WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2) LIMIT $3) behind",
-                )
-                .bind(commit)
-                .bind(prepare)
-                .bind(LAG_COUNT_CAP)
-                .fetch_one(db)
-                .await?;
-                (u64::try_from(n).unwrap_or(0), n >= LAG_COUNT_CAP)
-            }
-            LagProbe::Read(cap) => {
-                let n = store.read_all(position, *cap).await?.len();
-                (n as u64, n >= *cap)
-            }
-        };
-        let millis = if events == 0 {
-            0
-        } else {
-            store
-                .read_all(position, 1)
-                .await?
-                .first()
-                .map(|e| {
-                    u64::try_from((Utc::now() - e.recorded_at).num_milliseconds()).unwrap_or(0)
-                })
-                .unwrap_or(0)
-        };
-        Ok(Lag {
-            events,
-            capped,
-            millis,
-        })
-    }
+/// The lag of a projection at `position`: the events the log holds after it
+/// and the age of the oldest of them.
+///
+/// # Errors
+/// When the log cannot be read.
+pub async fn lag(
+    store: &dyn EventStore,
+    position: Option<Position>,
+) -> Result<Lag, ProjectorError> {
+    let (events, capped) = store.count_after(position, LAG_COUNT_CAP).await?;
+    let millis = if events == 0 {
+        0
+    } else {
+        store
+            .read_all(position, 1)
+            .await?
+            .first()
+            .map(|e| u64::try_from((Utc::now() - e.recorded_at).num_milliseconds()).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    Ok(Lag {
+        events,
+        capped,
+        millis,
+    })
 }
 
 /// Publishes `projector_lag_events` and `projector_lag_milliseconds` every
@@ -88,7 +57,6 @@ impl LagProbe {
 pub async fn sample<P: Projection>(
     projection: Arc<P>,
     store: Arc<dyn EventStore>,
-    probe: LagProbe,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -102,7 +70,7 @@ pub async fn sample<P: Projection>(
             let at = P::position(&checkpoint);
             #[allow(clippy::cast_precision_loss)]
             position.set(at.map_or(0.0, |p| p.commit as f64));
-            match probe.lag(store.as_ref(), at).await {
+            match lag(store.as_ref(), at).await {
                 Ok(lag) => {
                     #[allow(clippy::cast_precision_loss)]
                     events.set(lag.events as f64);

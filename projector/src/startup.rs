@@ -8,7 +8,7 @@ use axum::Router;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
-use tasklog_events::store::{Backend, OpenError, backend_for, open_when_ready};
+use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::health::Health;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
-use crate::lag::{LagProbe, sample};
+use crate::lag::sample;
 use crate::runner::{RunnerSettings, run};
 use crate::settings::Settings;
 use crate::tasks::TasksProjection;
@@ -51,7 +51,6 @@ pub struct Application {
     db: PgPool,
     store: Arc<dyn EventStore>,
     redis: RedisHandle,
-    probe: LagProbe,
     runner: RunnerSettings,
     lag_sample: std::time::Duration,
 }
@@ -76,10 +75,6 @@ impl Application {
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
         let store = open_when_ready(url.as_deref(), db.clone()).await?;
-        let probe = match backend_for(url.as_deref())? {
-            Backend::Postgres => LagProbe::Postgres(db.clone()),
-            Backend::EventStoreDb(_) => LagProbe::Read(10_000),
-        };
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
         let router = with_common_layers(
@@ -95,7 +90,6 @@ impl Application {
             db,
             store,
             redis,
-            probe,
             runner: RunnerSettings {
                 batch_size: settings.batch_size,
                 lease: settings.lease,
@@ -144,21 +138,18 @@ impl Application {
         tasks.spawn(sample(
             changes_projection,
             self.store.clone(),
-            self.probe.clone(),
             self.lag_sample,
             shutdown.clone(),
         ));
         tasks.spawn(sample(
             tasks_projection,
             self.store.clone(),
-            self.probe.clone(),
             self.lag_sample,
             shutdown.clone(),
         ));
         tasks.spawn(sample(
             counts_projection,
             self.store.clone(),
-            self.probe.clone(),
             self.lag_sample,
             shutdown.clone(),
         ));

@@ -12,7 +12,7 @@ use tasklog_readmodel::{CHANGES, COUNTS, TASKS};
 use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
-use crate::lag::{Lag, LagProbe};
+use crate::lag::{Lag, lag};
 use crate::lease::{Holder, holder, key_of};
 use crate::projection::Projection;
 use crate::tasks::TasksProjection;
@@ -43,7 +43,6 @@ pub async fn status(
     db: &PgPool,
     store: &dyn EventStore,
     redis: &RedisHandle,
-    probe: &LagProbe,
 ) -> Result<Status, ProjectorError> {
     let head = store.head().await?;
     let tasks = TasksProjection::new(db.clone());
@@ -52,30 +51,29 @@ pub async fn status(
         Ok(cp) => (cp.generation.to_string(), cp.position, None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
-    projections.push(one(db, store, probe, TASKS, tasks_status).await);
+    projections.push(one(db, store, TASKS, tasks_status).await);
     let counts = CountsProjection::new(redis.clone());
     let counts_status = match counts.checkpoint().await {
         Ok(cp) => (cp.generation, cp.position, None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
-    projections.push(one(db, store, probe, COUNTS, counts_status).await);
+    projections.push(one(db, store, COUNTS, counts_status).await);
     let changes_status = match ChangesProjection::new(db.clone()).checkpoint().await {
         Ok(position) => (String::new(), position, None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
-    projections.push(one(db, store, probe, CHANGES, changes_status).await);
+    projections.push(one(db, store, CHANGES, changes_status).await);
     Ok(Status { head, projections })
 }
 
 async fn one(
     db: &PgPool,
     store: &dyn EventStore,
-    probe: &LagProbe,
     name: &'static str,
     (generation, checkpoint, error): (String, Option<Position>, Option<String>),
 ) -> ProjectionStatus {
     let lag = if error.is_none() {
-        probe.lag(store, checkpoint).await.ok()
+        lag(store, checkpoint).await.ok()
     } else {
         None
     };

@@ -19,6 +19,7 @@ use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::fold::{Counts, TaskRow, counts_of, decode_owned, fold_rows};
 use tasklog_readmodel::checkpoint::read_checkpoint;
+use tasklog_readmodel::generation;
 use tasklog_readmodel::migrate;
 
 const PAGE: usize = 10_000;
@@ -142,12 +143,16 @@ async fn snapshot_rows(db: &PgPool) -> Result<(Option<Position>, Vec<StoredRow>)
         .execute(&mut *tx)
         .await?;
     let checkpoint = read_checkpoint(&mut tx, false).await?;
-    let rows: Vec<StoredRow> = sqlx::query_as(
+    // The checkpoint's own table, not the view: the view resolves from the
+    // current catalog, so a swap committed after the read above would show
+    // another generation's rows against this checkpoint.
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
         "SELECT id, owner_id, title, description, status, priority, priority_rank, due_at, tags, \
                 created_at, updated_at, completed_at, version, \
                 search = lower(title || ' ' || description) AS search_ok \
-         FROM readmodel.tasks",
-    )
+         FROM {}",
+        generation::table(checkpoint.generation)
+    ))
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

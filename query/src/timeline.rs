@@ -28,6 +28,9 @@ pub struct HistoryEntry {
     pub data: Value,
     pub actor_id: Option<Uuid>,
     pub recorded_at: DateTime<Utc>,
+    /// On the events of a revert: the version whose fields they brought back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u64>,
 }
 
 fn log_error(e: LoadError) -> ApiError {
@@ -79,6 +82,7 @@ pub async fn history(
                 data: r.event.to_data(),
                 actor_id: r.recorded.metadata.actor_id,
                 recorded_at: r.recorded.recorded_at,
+                reverted_to: r.recorded.metadata.reverted_to,
             })
             .collect(),
     ))

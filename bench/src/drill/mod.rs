@@ -44,7 +44,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             until,
         } => {
             let ledger = ledger::Ledger::load(&ledger)?;
-            let restored = restored::read(&database_url).await?;
+            let ids = ledger.writes.iter().map(|w| w.id).collect();
+            let restored = restored::read(&database_url, &ids).await?;
             let passed = match until {
                 None => {
                     let report = check::after_crash(&ledger, &restored);

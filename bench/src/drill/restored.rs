@@ -1,13 +1,18 @@
-//! What a restored log holds, read through the `EventStore` trait: each
-//! task's versions with their positions, and the newest event's time.
+//! What a restored log holds for the drill's tasks, read through the
+//! `EventStore` trait: each task's versions with their positions, and the
+//! newest of their events' times.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
 use sqlx::postgres::PgPoolOptions;
 use tasklog_events::store::open;
 use uuid::Uuid;
+
+/// Streams read at once.
+const READERS: usize = 4;
 
 /// Per task: version to log position (commit), as the restored log has them.
 #[derive(Debug, Default)]
@@ -37,23 +42,26 @@ impl Restored {
     }
 }
 
-/// Reads the whole log at `database_url`.
-pub async fn read(database_url: &str) -> anyhow::Result<Restored> {
+/// Reads these tasks' streams from the log at `database_url`. Stream reads,
+/// not the whole log: reading the log stops at the server's oldest running
+/// transaction, which on a shared server may be anyone's.
+pub async fn read(database_url: &str, ids: &BTreeSet<Uuid>) -> anyhow::Result<Restored> {
     let pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(READERS as u32)
         .connect(database_url)
         .await
         .with_context(|| format!("connecting to {database_url}"))?;
     let store = open(None, pool).await.context("opening the restored log")?;
+    let streams: Vec<_> = stream::iter(ids.iter().map(|id| {
+        let store = store.clone();
+        async move { store.read_stream(&format!("task-{id}"), 0, None).await }
+    }))
+    .buffer_unordered(READERS)
+    .try_collect()
+    .await?;
     let mut restored = Restored::default();
-    let mut after = None;
-    loop {
-        let batch = store.read_all(after, 5000).await?;
-        let Some(last) = batch.last() else { break };
-        after = Some(last.position);
-        for e in &batch {
-            restored.record(&e.stream_id, e.version, e.position.commit, e.recorded_at);
-        }
+    for e in streams.iter().flatten() {
+        restored.record(&e.stream_id, e.version, e.position.commit, e.recorded_at);
     }
     Ok(restored)
 }

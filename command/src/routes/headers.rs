@@ -16,7 +16,7 @@ pub struct IfMatch(pub Precondition);
 
 /// Parses an `If-Match` value: `*`, or entity tags naming versions. Weak tags
 /// never match (RFC 9110 §13.1.1 uses strong comparison).
-fn parse_if_match(raw: &str) -> Result<Precondition, ApiError> {
+pub(super) fn parse_if_match(raw: &str) -> Result<Precondition, ApiError> {
     if raw.trim() == "*" {
         return Ok(Precondition::Latest);
     }

@@ -1,10 +1,12 @@
 //! Every route of the service, merged in one place.
 
 pub(crate) mod auth;
+pub(crate) mod batch;
 mod headers;
 mod object;
 pub(crate) mod openapi;
 mod task_bodies;
+pub(crate) mod task_lifecycle;
 pub(crate) mod tasks;
 
 use axum::Router;
@@ -16,5 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(auth::router())
         .merge(tasks::router())
+        .merge(task_lifecycle::router())
+        .merge(batch::router())
         .merge(openapi::router())
 }

@@ -21,6 +21,9 @@ use crate::state::AppState;
         super::tasks::create,
         super::tasks::update,
         super::tasks::delete,
+        super::task_lifecycle::restore,
+        super::task_lifecycle::revert,
+        super::batch::batch,
     ),
     modifiers(&BearerAuth),
 )]

@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Marks a response replayed for a repeated `Idempotency-Key`.
-static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub(super) static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// `"<version>"`: digits in quotes, always a valid header value.
 fn etag(version: u64) -> HeaderValue {
@@ -32,13 +32,17 @@ fn etag(version: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-fn ack_response(status: StatusCode, ack: Ack) -> Response {
+pub(super) fn ack_response(status: StatusCode, ack: Ack) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag(ack.version));
     (status, headers, Json(ack)).into_response()
 }
 
-fn context(user: AuthUser, request_id: RequestId, key: MaybeIdempotencyKey) -> CommandContext {
+pub(super) fn context(
+    user: AuthUser,
+    request_id: RequestId,
+    key: MaybeIdempotencyKey,
+) -> CommandContext {
     CommandContext {
         actor: UserId(user.id),
         request_id: request_id.0,

@@ -1,16 +1,18 @@
-//! Changing or deleting a task: read its stream, `decide`, append with the
-//! version read. With `If-Match` a lost race is a 412; without it the command
+//! Changing, deleting, restoring or reverting a task: read its stream,
+//! `decide`, append with the version read. With `If-Match` a lost race is a 412; without it the command
 //! is re-read and re-decided, so concurrent blind writers all land.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use tasklog_events::domain::{TaskCommand, TaskId, TaskPatch, TaskState, decide, evolve};
-use tasklog_events::task_stream::{self, to_new_event};
+use tasklog_events::domain::{
+    TaskCommand, TaskError, TaskId, TaskPatch, TaskState, decide, evolve,
+};
+use tasklog_events::task_stream::{self, TaskRecord, to_new_event};
 use tasklog_events::{EventStore, ExpectedVersion, StoreError};
 use uuid::Uuid;
 
-use super::{Ack, CommandContext, TaskCommandError};
+use super::{Ack, CommandContext, TaskCommandError, revert};
 
 /// Attempts of an unconditional command before it gives up with a 409. With
 /// backoff capped at 50 ms this bounds a request to about a second of waiting.
@@ -22,6 +24,12 @@ const BACKOFF_CAP: Duration = Duration::from_millis(50);
 pub enum Change {
     Update(TaskPatch),
     Delete,
+    /// Bring a deleted task back (`restore.rs`).
+    Restore,
+    /// Make the fields what they were at this version (`revert.rs`).
+    Revert {
+        to_version: u64,
+    },
 }
 
 /// What `If-Match` asks of the task's version.
@@ -42,10 +50,11 @@ impl Precondition {
     }
 }
 
-/// A task's state and where its stream ends.
-struct Loaded {
-    state: TaskState,
-    version: u64,
+/// A task's stream, its state and where the stream ends.
+pub(super) struct Loaded {
+    pub(super) records: Vec<TaskRecord>,
+    pub(super) state: TaskState,
+    pub(super) version: u64,
     position: u64,
 }
 
@@ -60,7 +69,32 @@ async fn load(store: &dyn EventStore, id: TaskId) -> Result<Option<Loaded>, Task
         state: records
             .iter()
             .fold(TaskState::Absent, |s, r| evolve(s, &r.event)),
+        records,
     }))
+}
+
+/// The domain command for `change` on the task as `loaded`.
+fn command(
+    change: &Change,
+    id: TaskId,
+    loaded: &Loaded,
+    ctx: &CommandContext,
+) -> Result<TaskCommand, TaskCommandError> {
+    let (actor, at) = (ctx.actor, Utc::now());
+    Ok(match change {
+        Change::Update(patch) => TaskCommand::Update {
+            actor,
+            patch: patch.clone(),
+            at,
+        },
+        Change::Delete => TaskCommand::Delete { actor, at },
+        Change::Restore => TaskCommand::Restore { actor, at },
+        Change::Revert { to_version } => TaskCommand::Revert {
+            actor,
+            target: Box::new(revert::target(loaded, id, actor, *to_version)?),
+            at,
+        },
+    })
 }
 
 /// Full jitter: a random wait below a cap that doubles per attempt, so
@@ -74,7 +108,9 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// # Errors
-/// `NotFound` (absent, deleted, not the actor's), `PreconditionFailed`,
+/// `NotFound` (absent, not the actor's, or deleted unless restored or
+/// reverted), `NotDeleted` (a restore of a live task), `BadRevertTarget`,
+/// `PreconditionFailed`,
 /// `Contended` after `MAX_ATTEMPTS`, or a failing store.
 #[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
 pub async fn change_task(
@@ -88,23 +124,16 @@ pub async fn change_task(
         let Some(loaded) = load(store, id).await? else {
             return Err(TaskCommandError::NotFound(id));
         };
-        let command = match change {
-            Change::Update(patch) => TaskCommand::Update {
-                actor: ctx.actor,
-                patch: patch.clone(),
-                at: Utc::now(),
-            },
-            Change::Delete => TaskCommand::Delete {
-                actor: ctx.actor,
-                at: Utc::now(),
-            },
-        };
         // Ownership before the precondition: another user's task must be a
         // 404 whatever version the client names.
-        let events = decide(&loaded.state, command).map_err(|reason| {
-            tracing::debug!(%reason, "command refused");
-            TaskCommandError::NotFound(id)
-        })?;
+        let events = match decide(&loaded.state, command(change, id, &loaded, ctx)?) {
+            Ok(events) => events,
+            Err(TaskError::NotDeleted) => return Err(TaskCommandError::NotDeleted(id)),
+            Err(reason) => {
+                tracing::debug!(%reason, "command refused");
+                return Err(TaskCommandError::NotFound(id));
+            }
+        };
         if !precondition.allows(loaded.version) {
             return Err(TaskCommandError::PreconditionFailed {
                 current: Some(loaded.version),
@@ -122,7 +151,10 @@ pub async fn change_task(
             TaskState::Live(task) | TaskState::Deleted(task) => task.owner,
             TaskState::Absent => return Err(TaskCommandError::NotFound(id)),
         };
-        let metadata = ctx.metadata(owner);
+        let mut metadata = ctx.metadata(owner);
+        if let Change::Revert { to_version } = change {
+            metadata.reverted_to = Some(*to_version);
+        }
         let new_events = events
             .iter()
             .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))

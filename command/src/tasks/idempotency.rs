@@ -1,9 +1,10 @@
-//! `Idempotency-Key` on task creation, kept in Postgres so it survives
+//! `Idempotency-Key` on task creation (and restores and batches), kept in Postgres so it survives
 //! restarts. A key is claimed (fixing the task id) before anything is
 //! appended; the event id is derived from (user, key), so a second run of a
 //! half-finished request appends nothing new and gets the original result.
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tasklog_events::domain::{TaskId, UserId};
@@ -61,13 +62,14 @@ pub fn body_hash<T: Serialize>(body: &T) -> Vec<u8> {
     Sha256::digest(&canonical).to_vec()
 }
 
-/// What a claimed key says to do.
+/// What a claimed key says to do. `R` is the kept response: an `Ack`, or a
+/// batch's results.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
+pub enum Claim<R = Ack> {
     /// First use, or a retry whose first run did not finish: append for this task.
     Proceed(TaskId),
     /// The first run finished: answer as it did.
-    Replay(Ack),
+    Replay(R),
     /// The key was used with another body.
     Mismatch,
 }
@@ -76,20 +78,20 @@ pub enum Claim {
 struct Existing {
     body_hash: Vec<u8>,
     task_id: Uuid,
-    response: Option<sqlx::types::Json<Ack>>,
+    response: Option<sqlx::types::Json<serde_json::Value>>,
 }
 
 /// Claims `key` for `fresh` (or finds who claimed it first).
 ///
 /// # Errors
 /// When the database fails.
-pub async fn claim(
+pub async fn claim<R: DeserializeOwned>(
     pool: &PgPool,
     user: UserId,
     key: &IdempotencyKey,
     body_hash: &[u8],
     fresh: TaskId,
-) -> Result<Claim, sqlx::Error> {
+) -> Result<Claim<R>, sqlx::Error> {
     // Two racing requests: the second INSERT waits for the first to commit,
     // does nothing, and then reads the first one's row.
     let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -115,8 +117,11 @@ pub async fn claim(
     .await?;
     Ok(if existing.body_hash != body_hash {
         Claim::Mismatch
-    } else if let Some(ack) = existing.response {
-        Claim::Replay(ack.0)
+    } else if let Some(response) = existing.response {
+        // The same body hash means the same kind of request stored it.
+        Claim::Replay(
+            serde_json::from_value(response.0).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        )
     } else {
         Claim::Proceed(TaskId(existing.task_id))
     })
@@ -126,18 +131,18 @@ pub async fn claim(
 ///
 /// # Errors
 /// When the database fails.
-pub async fn complete(
+pub async fn complete<R: Serialize + Sync>(
     pool: &PgPool,
     user: UserId,
     key: &IdempotencyKey,
-    ack: &Ack,
+    response: &R,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE accounts.idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2",
     )
     .bind(user.0)
     .bind(key.as_str())
-    .bind(sqlx::types::Json(ack))
+    .bind(sqlx::types::Json(response))
     .execute(pool)
     .await
     .map(|_| ())

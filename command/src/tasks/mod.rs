@@ -1,11 +1,14 @@
 //! Task commands: create, change and delete a task by reading its stream,
 //! running the domain's `decide` and appending with an expected version.
 
+mod batch;
 mod change;
 mod create;
 #[cfg(test)]
 mod fake_store;
 mod idempotency;
+mod restore;
+mod revert;
 
 use serde::{Deserialize, Serialize};
 use tasklog_events::domain::{TaskId, UserId};
@@ -15,9 +18,11 @@ use tasklog_platform::ApiError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use batch::{BatchCommand, Done, MAX_COMMANDS, idempotent, run_batch};
 pub use change::{Change, Precondition, change_task};
 pub use create::{Created, NewTask, create_task};
 pub use idempotency::{IdempotencyKey, body_hash};
+pub use restore::restore_task;
 
 /// The answer to every task command: where the task's stream stands now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -45,6 +50,7 @@ impl CommandContext {
             owner_id: Some(owner.0),
             request_id: Some(self.request_id.clone()).filter(|r| !r.is_empty()),
             causation_id: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            reverted_to: None,
         }
     }
 }
@@ -54,6 +60,12 @@ pub enum TaskCommandError {
     /// Absent, deleted or another user's: all look the same to the client.
     #[error("task {0} not found")]
     NotFound(TaskId),
+    /// A restore of a task that is not deleted.
+    #[error("task {0} is not deleted")]
+    NotDeleted(TaskId),
+    /// A revert to a version the task never had, or at which it was deleted.
+    #[error("to_version: {0}")]
+    BadRevertTarget(String),
     #[error("the task is at version {current:?}, not the one in If-Match")]
     PreconditionFailed { current: Option<u64> },
     #[error("the task kept changing under {attempts} attempts")]
@@ -83,6 +95,10 @@ impl From<TaskCommandError> for ApiError {
     fn from(e: TaskCommandError) -> Self {
         match e {
             TaskCommandError::NotFound(_) => ApiError::NotFound,
+            TaskCommandError::NotDeleted(_) => {
+                ApiError::Conflict("the task is not deleted".to_owned())
+            }
+            TaskCommandError::BadRevertTarget(message) => ApiError::invalid("to_version", message),
             TaskCommandError::PreconditionFailed { current } => {
                 ApiError::PreconditionFailed(match current {
                     Some(v) => format!("the task is at version {v}"),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod batch;
 mod concurrency;
 mod hardening;
 mod helpers;
@@ -11,6 +12,7 @@ mod hostile;
 mod idempotency;
 mod isolation;
 mod outage;
+mod restore_revert;
 mod service;
 mod task_commands;
 mod tokens;

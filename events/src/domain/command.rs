@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::state::Task;
 use super::values::{Priority, Status, Tags, TaskDescription, TaskId, TaskTitle, UserId};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,19 @@ pub enum TaskCommand {
     },
     Delete {
         actor: UserId,
+        at: DateTime<Utc>,
+    },
+    /// Brings a deleted task back as it was.
+    Restore {
+        actor: UserId,
+        at: DateTime<Utc>,
+    },
+    /// Makes the task's fields what they were in `target` (the task folded to
+    /// an earlier version, which the caller read): ordinary change events,
+    /// after a restore when the task is deleted.
+    Revert {
+        actor: UserId,
+        target: Box<Task>,
         at: DateTime<Utc>,
     },
 }

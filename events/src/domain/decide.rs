@@ -3,7 +3,7 @@
 use super::command::{TaskCommand, TaskPatch};
 use super::event::{
     TaskCreated, TaskDeleted, TaskDescriptionChanged, TaskDueDateChanged, TaskEvent,
-    TaskPriorityChanged, TaskStatusChanged, TaskTagsChanged, TaskTitleChanged,
+    TaskPriorityChanged, TaskRestored, TaskStatusChanged, TaskTagsChanged, TaskTitleChanged,
 };
 use super::state::{Task, TaskState};
 use super::values::UserId;
@@ -21,12 +21,16 @@ pub enum TaskError {
     Deleted,
     #[error("a task with this id already exists")]
     AlreadyExists,
+    /// Only a deleted task can be restored.
+    #[error("the task is not deleted")]
+    NotDeleted,
 }
 
 /// Decides which events a command produces. An empty list means nothing changes.
 ///
 /// # Errors
-/// When the task is absent, deleted or not the actor's, or already exists on create.
+/// When the task is absent, deleted or not the actor's, or already exists on
+/// create; a restore of a task that is not deleted.
 pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
     match command {
         TaskCommand::Create(c) => match state {
@@ -55,6 +59,47 @@ pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>,
                 occurred_at: at,
             })])
         }
+        TaskCommand::Restore { actor, at } => match owned_task(state, actor)? {
+            TaskState::Deleted(task) => Ok(vec![TaskEvent::Restored(TaskRestored::of(task, at))]),
+            _ => Err(TaskError::NotDeleted),
+        },
+        TaskCommand::Revert { actor, target, at } => {
+            let (mut events, current) = match owned_task(state, actor)? {
+                TaskState::Deleted(task) => {
+                    let restored = TaskRestored::of(task, at);
+                    let current = restored.task();
+                    (vec![TaskEvent::Restored(restored)], current)
+                }
+                TaskState::Live(task) => (Vec::new(), task.clone()),
+                TaskState::Absent => return Err(TaskError::NotFound),
+            };
+            events.extend(changes(&current, patch_to(*target), at));
+            Ok(events)
+        }
+    }
+}
+
+/// The actor's task, live or deleted.
+fn owned_task(state: &TaskState, actor: UserId) -> Result<&TaskState, TaskError> {
+    match state {
+        TaskState::Absent => Err(TaskError::NotFound),
+        TaskState::Live(task) | TaskState::Deleted(task) if task.owner != actor => {
+            Err(TaskError::NotOwner)
+        }
+        _ => Ok(state),
+    }
+}
+
+/// A patch that sets every field to what `target` holds; `changes` keeps
+/// only those that differ.
+fn patch_to(target: Task) -> TaskPatch {
+    TaskPatch {
+        title: Some(target.title),
+        description: Some(target.description),
+        status: Some(target.status),
+        priority: Some(target.priority),
+        due_at: Some(target.due_at),
+        tags: Some(target.tags),
     }
 }
 

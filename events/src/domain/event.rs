@@ -72,6 +72,25 @@ pub struct TaskDeleted {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// A deleted task brought back. Carries the whole task as it was when it
+/// was deleted, so a projection that dropped the row (the read model keeps
+/// live tasks only) can put it back, and counts can add it back, without
+/// reading anything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRestored {
+    pub task_id: TaskId,
+    pub owner_id: UserId,
+    pub title: TaskTitle,
+    pub description: TaskDescription,
+    pub status: Status,
+    pub priority: Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    pub tags: Tags,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub occurred_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
     Created(TaskCreated),
@@ -82,6 +101,7 @@ pub enum TaskEvent {
     DueDateChanged(TaskDueDateChanged),
     TagsChanged(TaskTagsChanged),
     Deleted(TaskDeleted),
+    Restored(TaskRestored),
 }
 
 /// A stored event that cannot be read back as a `TaskEvent`.
@@ -110,6 +130,7 @@ impl TaskEvent {
         "TaskDueDateChanged",
         "TaskTagsChanged",
         "TaskDeleted",
+        "TaskRestored",
     ];
 
     /// The stored name of the event, past tense.
@@ -123,6 +144,7 @@ impl TaskEvent {
             TaskEvent::DueDateChanged(_) => "TaskDueDateChanged",
             TaskEvent::TagsChanged(_) => "TaskTagsChanged",
             TaskEvent::Deleted(_) => "TaskDeleted",
+            TaskEvent::Restored(_) => "TaskRestored",
         }
     }
 
@@ -145,6 +167,7 @@ impl TaskEvent {
             TaskEvent::DueDateChanged(e) => e.occurred_at,
             TaskEvent::TagsChanged(e) => e.occurred_at,
             TaskEvent::Deleted(e) => e.occurred_at,
+            TaskEvent::Restored(e) => e.occurred_at,
         }
     }
 
@@ -159,6 +182,7 @@ impl TaskEvent {
             TaskEvent::DueDateChanged(e) => serde_json::to_value(e),
             TaskEvent::TagsChanged(e) => serde_json::to_value(e),
             TaskEvent::Deleted(e) => serde_json::to_value(e),
+            TaskEvent::Restored(e) => serde_json::to_value(e),
         };
         // Serialising these plain structs into a Value cannot fail: no maps with
         // non-string keys, no custom serialisers that error.
@@ -196,6 +220,7 @@ impl TaskEvent {
                 TaskEvent::TagsChanged(serde_json::from_value(data).map_err(malformed)?)
             }
             "TaskDeleted" => TaskEvent::Deleted(serde_json::from_value(data).map_err(malformed)?),
+            "TaskRestored" => TaskEvent::Restored(serde_json::from_value(data).map_err(malformed)?),
             other => {
                 return Err(CodecError::UnknownType {
                     event_type: other.to_owned(),
@@ -282,6 +307,19 @@ mod tests {
             TaskEvent::Deleted(TaskDeleted {
                 status: Status::Done,
                 priority: Priority::Low,
+                occurred_at: at,
+            }),
+            TaskEvent::Restored(TaskRestored {
+                task_id: TaskId(Uuid::now_v7()),
+                owner_id: UserId(Uuid::new_v4()),
+                title: TaskTitle::parse("back").unwrap(),
+                description: TaskDescription::parse("again").unwrap(),
+                status: Status::Done,
+                priority: Priority::Low,
+                due_at: None,
+                tags: Tags::parse(&["x"]).unwrap(),
+                created_at: at,
+                completed_at: Some(at),
                 occurred_at: at,
             }),
         ];

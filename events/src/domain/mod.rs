@@ -13,7 +13,7 @@ pub use command::{CreateTask, TaskCommand, TaskPatch};
 pub use decide::{TaskError, decide};
 pub use event::{
     CodecError, TaskCreated, TaskDeleted, TaskDescriptionChanged, TaskDueDateChanged, TaskEvent,
-    TaskPriorityChanged, TaskStatusChanged, TaskTagsChanged, TaskTitleChanged,
+    TaskPriorityChanged, TaskRestored, TaskStatusChanged, TaskTagsChanged, TaskTitleChanged,
 };
 pub use state::{Task, TaskState, evolve, fold};
 pub use values::{

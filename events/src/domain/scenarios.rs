@@ -324,3 +324,190 @@ fn evolve_ignores_events_that_do_not_fit_the_state() {
     let gone = fold(&[created(&f), deleted(later(1))]);
     assert_eq!(evolve(gone.clone(), &stray), gone);
 }
+
+fn restore(actor: UserId, at: DateTime<Utc>) -> TaskCommand {
+    TaskCommand::Restore { actor, at }
+}
+
+fn restored(f: &Fixture, at: DateTime<Utc>) -> TaskEvent {
+    let TaskEvent::Created(c) = created(f) else {
+        unreachable!()
+    };
+    TaskEvent::Restored(TaskRestored {
+        task_id: c.task_id,
+        owner_id: c.owner_id,
+        title: c.title,
+        description: c.description,
+        status: c.status,
+        priority: c.priority,
+        due_at: c.due_at,
+        tags: c.tags,
+        created_at: c.occurred_at,
+        completed_at: None,
+        occurred_at: at,
+    })
+}
+
+#[test]
+fn restoring_a_deleted_task_brings_it_back_as_it_was() {
+    let f = fixture();
+    let retitled = TaskEvent::TitleChanged(TaskTitleChanged {
+        title: title("Renamed"),
+        occurred_at: later(1),
+    });
+    let before = fold(&[created(&f), retitled.clone()]);
+    let state = given(vec![created(&f), retitled, deleted(later(2))])
+        .when(restore(f.owner, later(3)))
+        .then_expect(vec![TaskEvent::Restored(TaskRestored {
+            title: title("Renamed"),
+            ..match restored(&f, later(3)) {
+                TaskEvent::Restored(r) => r,
+                _ => unreachable!(),
+            }
+        })]);
+    let (task, was) = (state.live().unwrap(), before.live().unwrap());
+    assert_eq!(task.title, was.title);
+    assert_eq!(task.created_at, was.created_at);
+    assert_eq!(task.updated_at, later(3));
+}
+
+#[test]
+fn restoring_a_live_task_is_refused_as_not_deleted() {
+    let f = fixture();
+    given(vec![created(&f)])
+        .when(restore(f.owner, later(1)))
+        .then_fails_with(TaskError::NotDeleted);
+    given(vec![created(&f), deleted(later(1)), restored(&f, later(2))])
+        .when(restore(f.owner, later(3)))
+        .then_fails_with(TaskError::NotDeleted);
+}
+
+#[test]
+fn restoring_someone_elses_or_an_absent_task_is_refused() {
+    let f = fixture();
+    given(vec![created(&f), deleted(later(1))])
+        .when(restore(f.stranger, later(2)))
+        .then_fails_with(TaskError::NotOwner);
+    given(vec![])
+        .when(restore(f.owner, later(2)))
+        .then_fails_with(TaskError::NotFound);
+}
+
+#[test]
+fn a_restored_task_can_be_changed_and_deleted_again() {
+    let f = fixture();
+    let history = vec![created(&f), deleted(later(1)), restored(&f, later(2))];
+    given(history.clone())
+        .when(update(
+            f.owner,
+            TaskPatch {
+                title: Some(title("Again")),
+                ..TaskPatch::default()
+            },
+            later(3),
+        ))
+        .then_expect(vec![TaskEvent::TitleChanged(TaskTitleChanged {
+            title: title("Again"),
+            occurred_at: later(3),
+        })]);
+    let state = given(history)
+        .when(TaskCommand::Delete {
+            actor: f.owner,
+            at: later(3),
+        })
+        .then_expect(vec![deleted(later(3))]);
+    assert!(matches!(state, TaskState::Deleted(_)));
+}
+
+fn revert(actor: UserId, target: &TaskState, at: DateTime<Utc>) -> TaskCommand {
+    TaskCommand::Revert {
+        actor,
+        target: Box::new(target.live().unwrap().clone()),
+        at,
+    }
+}
+
+#[test]
+fn reverting_emits_one_change_event_per_field_that_differs_from_the_target() {
+    let f = fixture();
+    let history = vec![
+        created(&f),
+        TaskEvent::TitleChanged(TaskTitleChanged {
+            title: title("Second"),
+            occurred_at: later(1),
+        }),
+        TaskEvent::StatusChanged(TaskStatusChanged {
+            from: Status::Todo,
+            to: Status::Done,
+            occurred_at: later(2),
+        }),
+    ];
+    let at_version_0 = fold(&history[..1]);
+    let state = given(history)
+        .when(revert(f.owner, &at_version_0, later(3)))
+        .then_expect(vec![
+            TaskEvent::TitleChanged(TaskTitleChanged {
+                title: title("Write the report"),
+                occurred_at: later(3),
+            }),
+            TaskEvent::StatusChanged(TaskStatusChanged {
+                from: Status::Done,
+                to: Status::Todo,
+                occurred_at: later(3),
+            }),
+        ]);
+    let (task, target) = (state.live().unwrap(), at_version_0.live().unwrap());
+    assert_eq!(task.title, target.title);
+    assert_eq!(task.status, target.status);
+    assert_eq!(task.completed_at, None);
+}
+
+#[test]
+fn reverting_to_the_current_fields_emits_nothing() {
+    let f = fixture();
+    let now = fold(&[created(&f)]);
+    given(vec![created(&f)])
+        .when(revert(f.owner, &now, later(1)))
+        .then_expect(vec![]);
+}
+
+#[test]
+fn reverting_a_deleted_task_restores_it_first() {
+    let f = fixture();
+    let history = vec![
+        created(&f),
+        TaskEvent::PriorityChanged(TaskPriorityChanged {
+            from: Priority::Medium,
+            to: Priority::High,
+            occurred_at: later(1),
+        }),
+        deleted(later(2)),
+    ];
+    let at_version_0 = fold(&history[..1]);
+    let state = given(history)
+        .when(revert(f.owner, &at_version_0, later(3)))
+        .then_expect(vec![
+            TaskEvent::Restored(TaskRestored {
+                priority: Priority::High,
+                ..match restored(&f, later(3)) {
+                    TaskEvent::Restored(r) => r,
+                    _ => unreachable!(),
+                }
+            }),
+            TaskEvent::PriorityChanged(TaskPriorityChanged {
+                from: Priority::High,
+                to: Priority::Medium,
+                occurred_at: later(3),
+            }),
+        ]);
+    assert_eq!(state.live().unwrap().priority, Priority::Medium);
+}
+
+#[test]
+fn reverting_someone_elses_task_is_refused() {
+    let f = fixture();
+    let now = fold(&[created(&f)]);
+    given(vec![created(&f)])
+        .when(revert(f.stranger, &now, later(1)))
+        .then_fails_with(TaskError::NotOwner);
+}

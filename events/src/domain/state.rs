@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::event::TaskEvent;
+use super::event::{TaskEvent, TaskRestored};
 use super::values::{Priority, Status, Tags, TaskDescription, TaskId, TaskTitle, UserId};
 
 /// Every field of a live task.
@@ -21,7 +21,8 @@ pub struct Task {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// The aggregate's state: a task is first absent, then live, and deleted for good.
+/// The aggregate's state: a task is first absent, then live; a deleted task
+/// can be restored (and deleted again).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum TaskState {
     #[default]
@@ -58,6 +59,7 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
             completed_at: (e.status == Status::Done).then_some(e.occurred_at),
         }),
         (TaskState::Live(task), TaskEvent::Deleted(_)) => TaskState::Deleted(task),
+        (TaskState::Deleted(_), TaskEvent::Restored(e)) => TaskState::Live(e.task()),
         (TaskState::Live(mut task), event) => {
             match event {
                 TaskEvent::TitleChanged(e) => task.title = e.title.clone(),
@@ -69,12 +71,50 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
                 TaskEvent::PriorityChanged(e) => task.priority = e.to,
                 TaskEvent::DueDateChanged(e) => task.due_at = e.due_at,
                 TaskEvent::TagsChanged(e) => task.tags = e.tags.clone(),
-                TaskEvent::Created(_) | TaskEvent::Deleted(_) => return TaskState::Live(task),
+                TaskEvent::Created(_) | TaskEvent::Deleted(_) | TaskEvent::Restored(_) => {
+                    return TaskState::Live(task);
+                }
             }
             task.updated_at = event.occurred_at();
             TaskState::Live(task)
         }
         (state, _) => state,
+    }
+}
+
+impl TaskRestored {
+    /// The task this event brings back; restoring counts as an update.
+    pub fn task(&self) -> Task {
+        Task {
+            id: self.task_id,
+            owner: self.owner_id,
+            title: self.title.clone(),
+            description: self.description.clone(),
+            status: self.status,
+            priority: self.priority,
+            due_at: self.due_at,
+            tags: self.tags.clone(),
+            created_at: self.created_at,
+            updated_at: self.occurred_at,
+            completed_at: self.completed_at,
+        }
+    }
+
+    /// The event that brings `task` back at `at`.
+    pub fn of(task: &Task, at: DateTime<Utc>) -> Self {
+        Self {
+            task_id: task.id,
+            owner_id: task.owner,
+            title: task.title.clone(),
+            description: task.description.clone(),
+            status: task.status,
+            priority: task.priority,
+            due_at: task.due_at,
+            tags: task.tags.clone(),
+            created_at: task.created_at,
+            completed_at: task.completed_at,
+            occurred_at: at,
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Metadata {
     /// What caused the command, e.g. the client's idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
+    /// Set on the events of a revert: the version whose fields they bring back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u64>,
 }
 
 /// An event about to be appended. `event_id` makes a retried append harmless.
@@ -166,4 +169,46 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable` when it is not.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How many events follow `after`, counting no further than `cap`:
+    /// `(count, reached_cap)`. For lag reports. By default the events are
+    /// read, at most [`READ_COUNT_CAP`] of them; an adapter that can count
+    /// without reading says so by overriding it.
+    ///
+    /// # Errors
+    /// `Unavailable` when the server cannot be reached.
+    async fn count_after(
+        &self,
+        after: Option<Position>,
+        cap: u64,
+    ) -> Result<(u64, bool), StoreError> {
+        let cap = cap.min(READ_COUNT_CAP);
+        let read = self
+            .read_all(after, usize::try_from(cap).unwrap_or(usize::MAX))
+            .await?
+            .len() as u64;
+        Ok((read.min(cap), read >= cap))
+    }
+
+    /// About how many events the log holds, when the adapter knows it
+    /// cheaply (a progress bar's total); `None` otherwise.
+    ///
+    /// # Errors
+    /// `Unavailable` when the server cannot be reached.
+    async fn approximate_len(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Positions that cut the log from `first` to `head` into about `parts`
+    /// stretches that a replay may read at once: each cut lies just after the
+    /// last event of a commit, so `read_all(Some(cut), ..)` starts at a commit
+    /// and a stretch `(previous cut, cut]` holds whole commits. Empty (one
+    /// stretch) when the adapter cannot cut its log.
+    fn split_points(&self, first: Position, head: Position, parts: usize) -> Vec<Position> {
+        let _ = (first, head, parts);
+        Vec::new()
+    }
 }
+
+/// The most events [`EventStore::count_after`] reads by default.
+pub const READ_COUNT_CAP: u64 = 10_000;

@@ -41,6 +41,8 @@ macro_rules! contract_suite {
             a_subscription_resumes_from_a_checkpoint_without_repeats,
             concurrent_appenders_are_seen_exactly_once_in_order,
             head_is_the_last_position,
+            events_after_a_position_are_counted_up_to_the_cap,
+            the_stretches_between_split_points_hold_every_event_once,
         );
     };
     (@cases $make:path; $($case:ident),+ $(,)?) => {
@@ -80,6 +82,7 @@ pub fn event(n: u64) -> NewEvent {
             owner_id: None,
             request_id: Some(format!("req-{n}")),
             causation_id: None,
+            reverted_to: None,
         },
     }
 }
@@ -511,4 +514,90 @@ pub async fn head_is_the_last_position(store: &dyn EventStore) {
     let head = store.head().await.unwrap().unwrap();
     assert!(head >= out.position);
     store.ping().await.unwrap();
+}
+
+pub async fn events_after_a_position_are_counted_up_to_the_cap(store: &dyn EventStore) {
+    let s = stream();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    for version in 0..4 {
+        store
+            .append(&s, ExpectedVersion::Exact(version), events(1))
+            .await
+            .unwrap();
+    }
+    // Other tests may share the server: at least our four follow.
+    let (behind, capped) = store
+        .count_after(Some(first.position), 1_000)
+        .await
+        .unwrap();
+    assert!(behind >= 4, "{behind}");
+    assert!(!capped || behind == 1_000);
+    assert_eq!(
+        store.count_after(Some(first.position), 2).await.unwrap(),
+        (2, true)
+    );
+    if let Some(len) = store.approximate_len().await.unwrap() {
+        assert!(len >= 5, "{len}");
+    }
+}
+
+/// Every event up to `until`, read page by page after `after`.
+async fn read_until(
+    store: &dyn EventStore,
+    mut after: Option<Position>,
+    until: Position,
+) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    while after < Some(until) {
+        let page = store.read_all(after, 3).await.unwrap();
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        after = Some(last);
+        out.extend(page.into_iter().filter(|e| e.position <= until));
+    }
+    out
+}
+
+pub async fn the_stretches_between_split_points_hold_every_event_once(store: &dyn EventStore) {
+    let s = stream();
+    store
+        .append(&s, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    for version in 1..8 {
+        store
+            .append(&s, ExpectedVersion::Exact(version), events(1))
+            .await
+            .unwrap();
+    }
+    let head = store.head().await.unwrap().unwrap();
+    let first = store.read_all(None, 1).await.unwrap()[0].position;
+    let cuts = store.split_points(first, head, 4);
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+    assert!(cuts.iter().all(|c| first <= *c && *c < head), "{cuts:?}");
+    if cuts.is_empty() {
+        // This adapter replays in one stretch (and may share a large log).
+        return;
+    }
+    let whole: Vec<Uuid> = read_until(store, None, head)
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    let mut stretched = Vec::new();
+    let mut after = None;
+    for until in cuts.iter().copied().chain([head]) {
+        stretched.extend(
+            read_until(store, after, until)
+                .await
+                .iter()
+                .map(|e| e.event_id),
+        );
+        after = Some(until);
+    }
+    assert_eq!(stretched, whole);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::rebuild::{Quiet, RebuildOptions, RebuildReport, rebuild};
+use tasklog_projector::rebuild::{Progress, Quiet, RebuildOptions, RebuildReport, rebuild};
 use uuid::Uuid;
 
 use crate::helpers::{World, all_rows, owners};
@@ -253,5 +253,245 @@ async fn a_batch_for_a_generation_a_rebuild_dropped_moves_to_the_new_one() {
     assert_eq!(stored.generation, report.generation);
     assert_eq!(stored.position, w.head().await);
     assert_eq!(all_rows(w.pool()).await, after_rebuild);
+    assert!(w.verify().await.is_empty());
+}
+
+/// Blocks a rebuild at one phase until the test lets it go.
+struct Gate {
+    at: &'static str,
+    reached: Option<std::sync::mpsc::Sender<()>>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Gate {
+    fn new(
+        at: &'static str,
+    ) -> (
+        Gate,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let gate = Gate {
+            at,
+            reached: Some(reached_tx),
+            release: release_rx,
+        };
+        (gate, reached_rx, release_tx)
+    }
+}
+
+impl Progress for Gate {
+    fn phase(&mut self, phase: &str) {
+        if phase == self.at {
+            if let Some(reached) = self.reached.take() {
+                let _ = reached.send(());
+                let _ = tokio::task::block_in_place(|| self.release.recv());
+            }
+        }
+    }
+    fn replayed(&mut self, _: u64, _: Option<u64>) {}
+    fn loaded(&mut self, _: u64, _: u64) {}
+}
+
+async fn wait_for(reached: &std::sync::mpsc::Receiver<()>) {
+    loop {
+        match reached.try_recv() {
+            Ok(()) => return,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the rebuild never reached its gate: {e}"),
+        }
+    }
+}
+
+/// The rebuild lock is held on a connection of its own. If that connection
+/// dies while the rebuild runs, a second rebuild may start and drop and
+/// recreate the next generation's table; the first must then not swap in
+/// that (empty, half-loaded) table: its swap checks the lock and the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_that_lost_its_lock_does_not_swap_in_another_rebuilds_table() {
+    let mut w = World::new().await;
+    w.writer.busy_history(&owners(3), 40).await;
+    tasklog_projector::catch_up(w.pool(), w.store.as_ref(), Some(&w.redis))
+        .await
+        .unwrap();
+    let before = all_rows(w.pool()).await;
+    assert!(!before.is_empty());
+
+    let (mut first_gate, first_reached, first_release) = Gate::new("switching");
+    let first = {
+        let (db, store) = (w.pool().clone(), w.dyn_store());
+        tokio::spawn(async move {
+            rebuild(&db, store, None, RebuildOptions::default(), &mut first_gate).await
+        })
+    };
+    wait_for(&first_reached).await;
+    let killed: bool = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'tasklog-projector rebuild'",
+    )
+    .fetch_one(w.pool())
+    .await
+    .unwrap();
+    assert!(killed);
+
+    // The second rebuild gets the lock, drops the first one's table and
+    // makes its own, empty until it has replayed the log.
+    let (mut second_gate, second_reached, second_release) = Gate::new("replaying the log");
+    let second = {
+        let (db, store) = (w.pool().clone(), w.dyn_store());
+        tokio::spawn(async move {
+            rebuild(
+                &db,
+                store,
+                None,
+                RebuildOptions::default(),
+                &mut second_gate,
+            )
+            .await
+        })
+    };
+    wait_for(&second_reached).await;
+
+    first_release.send(()).unwrap();
+    let outcome = first.await.unwrap();
+    assert!(
+        outcome.is_err(),
+        "the fenced-out rebuild swapped: {outcome:?}"
+    );
+    assert_eq!(all_rows(w.pool()).await, before, "lists stay complete");
+
+    second_release.send(()).unwrap();
+    let report = second.await.unwrap().unwrap();
+    assert_eq!(report.generation, 2);
+    assert_eq!(all_rows(w.pool()).await, before);
+    assert!(w.verify().await.is_empty());
+}
+
+/// `verify` reads the checkpoint and then the rows in one REPEATABLE READ
+/// transaction; a swap that commits between the two must not make it compare
+/// one generation's checkpoint with another generation's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_reads_the_checkpoints_own_generation_while_a_swap_commits() {
+    use tasklog_readmodel::generation;
+
+    let mut w = World::new().await;
+    w.writer.busy_history(&owners(2), 20).await;
+    tasklog_projector::catch_up(w.pool(), w.store.as_ref(), None)
+        .await
+        .unwrap();
+    // A swap in flight: an empty generation 2 made current, not committed yet.
+    let mut swap = w.pool().begin().await.unwrap();
+    generation::create(&mut *swap, 2).await.unwrap();
+    generation::point_view_at(&mut swap, 2).await.unwrap();
+    sqlx::query("UPDATE readmodel.checkpoints SET generation = 2 WHERE projection = 'tasks'")
+        .execute(&mut *swap)
+        .await
+        .unwrap();
+    let verify = {
+        let (db, store) = (w.pool().clone(), w.dyn_store());
+        tokio::spawn(
+            async move { tasklog_projector::verify::verify(&db, store.as_ref(), None).await },
+        )
+    };
+    // The swap commits once verify has read its checkpoint and waits for the
+    // view the swap holds (or has finished without needing it).
+    while !verify.is_finished() {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%search_ok%')",
+        )
+        .fetch_one(w.pool())
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    swap.commit().await.unwrap();
+    let report = verify.await.unwrap().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+}
+
+/// Once the swap has committed the rebuild has happened: failing to drop the
+/// old generations afterwards does not make it report failure, and the
+/// counts are still rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_that_cannot_drop_the_old_generation_still_succeeds_and_rebuilds_the_counts() {
+    use tasklog_readmodel::generation;
+
+    let mut w = World::new().await;
+    w.writer.busy_history(&owners(2), 20).await;
+    tasklog_projector::catch_up(w.pool(), w.store.as_ref(), Some(&w.redis))
+        .await
+        .unwrap();
+    let direct = w.pool().connect_options();
+    let proxy = tasklog_platform::testing::TcpProxy::start(
+        format!("{}:{}", direct.get_host(), direct.get_port()),
+        true,
+    )
+    .await
+    .unwrap();
+    let through_proxy = (*direct).clone().host("127.0.0.1").port(proxy.port());
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .connect_with(through_proxy)
+        .await
+        .unwrap();
+    // A leftover of an interrupted rebuild; a reader holds it and the current
+    // generation, so that dropping either waits.
+    generation::create(w.pool(), 7).await.unwrap();
+    let mut reader = w.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE readmodel.tasks_g1, readmodel.tasks_g7 IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let rebuilding = {
+        let (store, redis) = (w.dyn_store(), w.redis.clone());
+        tokio::spawn(async move {
+            rebuild(
+                &db,
+                store,
+                Some(&redis),
+                RebuildOptions::default(),
+                &mut Quiet,
+            )
+            .await
+        })
+    };
+    // Swapped, and waiting to drop an old generation: the database goes out
+    // of reach.
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() \
+                            AND wait_event_type = 'Lock' AND query LIKE 'DROP TABLE%') \
+                AND (SELECT generation FROM readmodel.checkpoints WHERE projection = 'tasks') = 2",
+        )
+        .fetch_one(w.pool())
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    proxy.down();
+    let report = rebuilding
+        .await
+        .unwrap()
+        .expect("the swap happened, so the rebuild succeeded");
+    assert_eq!(report.generation, 2);
+    assert_eq!(report.counts.as_deref(), Ok("g2"));
+    reader.rollback().await.unwrap();
+    let old_left: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('readmodel.tasks_g1')::text")
+            .fetch_one(w.pool())
+            .await
+            .unwrap();
+    assert!(old_left.is_some(), "the database was out of reach");
     assert!(w.verify().await.is_empty());
 }

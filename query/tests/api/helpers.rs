@@ -250,6 +250,7 @@ impl TestApp {
             owner_id: Some(user.id),
             request_id: None,
             causation_id: None,
+            reverted_to: None,
         };
         let new_events = events
             .iter()

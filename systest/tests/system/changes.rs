@@ -88,7 +88,10 @@ struct Dice(u64);
 
 impl Dice {
     fn roll(&mut self, sides: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         1 + (self.0 >> 33) % sides
     }
 }
@@ -147,7 +150,11 @@ async fn sigterm_ends_streams_and_another_instance_resumes_them_exactly() {
     }
     // Drains at most 20 s by default; a stream left open would hold it there.
     assert!(
-        system.query.terminate(Duration::from_secs(15)).await.unwrap(),
+        system
+            .query
+            .terminate(Duration::from_secs(15))
+            .await
+            .unwrap(),
         "the query service exits cleanly with a stream open"
     );
     assert!(stream.next().await.unwrap().is_none(), "the stream ended");

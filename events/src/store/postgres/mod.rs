@@ -230,4 +230,78 @@ impl EventStore for PgEventStore {
             .map(|_| ())
             .map_err(StoreError::unavailable)
     }
+
+    /// An index-only count in the log's own order (`commit >> 16` is the
+    /// appending transaction, see `EVENT_COLUMNS`).
+    async fn count_after(
+        &self,
+        after: Option<Position>,
+        cap: u64,
+    ) -> Result<(u64, bool), StoreError> {
+        let after = after.unwrap_or(Position::START);
+        let cap = to_i64(cap);
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM eventlog.events \
+             WHERE (tx_id, position) > (($1::bigint >> 16)::text::xid8, $2) LIMIT $3) behind",
+        )
+        .bind(to_i64(after.commit))
+        .bind(to_i64(after.prepare))
+        .bind(cap)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::unavailable)?;
+        Ok((u64::try_from(n).unwrap_or(0), n >= cap))
+    }
+
+    /// The identity's high mark: instant, and the event count give or take gaps.
+    async fn approximate_len(&self) -> Result<Option<u64>, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM eventlog.events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(max.and_then(|n| u64::try_from(n).ok()))
+    }
+
+    fn split_points(&self, first: Position, head: Position, parts: usize) -> Vec<Position> {
+        split_points(first, head, parts)
+    }
+}
+
+/// Cuts of about equal transaction-id span, each after the last event a
+/// transaction can hold (a commit position is `tx_id << 16 | append_seq`).
+fn split_points(first: Position, head: Position, parts: usize) -> Vec<Position> {
+    let (low, high) = (first.commit >> 16, head.commit >> 16);
+    let parts = parts.max(1) as u64;
+    let mut cuts: Vec<Position> = (1..parts)
+        .map(|i| low + (high - low) * i / parts)
+        .filter(|tx| *tx >= low && *tx < high)
+        .map(|tx| Position::new((tx << 16) | 0xFFFF, u64::MAX))
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_fall_after_the_last_event_of_a_transaction_and_split_the_span() {
+        let first = Position::new(100 << 16, 1);
+        let head = Position::new((500 << 16) | 3, 9_000);
+        let cuts = split_points(first, head, 4);
+        assert_eq!(
+            cuts,
+            vec![
+                Position::new((200 << 16) | 0xFFFF, u64::MAX),
+                Position::new((300 << 16) | 0xFFFF, u64::MAX),
+                Position::new((400 << 16) | 0xFFFF, u64::MAX),
+            ]
+        );
+        // Every event of transaction 200 is at or before the cut, none of 201.
+        assert!(Position::new((200 << 16) | 7, 1_000_000) <= cuts[0]);
+        assert!(Position::new(201 << 16, 0) > cuts[0]);
+        assert!(split_points(first, head, 1).is_empty());
+        assert!(split_points(head, head, 3).is_empty());
+    }
 }

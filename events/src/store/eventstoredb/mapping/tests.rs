@@ -124,6 +124,7 @@ fn metadata_and_schema_version_round_trip_through_custom_metadata() {
         owner_id: Some(Uuid::new_v4()),
         request_id: Some("req-1".into()),
         causation_id: Some("idem-9".into()),
+        reverted_to: Some(4),
     };
     let stored = serde_json::to_vec(&StoredMetadata {
         schema_version: 3,

@@ -20,3 +20,6 @@ FROM (
            ('00000000-0000-4000-8000-' || lpad(to_hex(g % :owners + 1), 12, '0'))::uuid AS owner
     FROM generate_series(1, :rows) AS g
 ) AS t;
+
+-- Fresh statistics for the replay that follows.
+VACUUM ANALYZE eventlog.events;
