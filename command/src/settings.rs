@@ -30,6 +30,13 @@ pub struct Settings {
     pub bind_addr: SocketAddr,
     pub jwt: JwtKeys,
     pub refresh_token_ttl: Duration,
+    /// A session's absolute lifetime from its login (`SESSION_MAX_AGE_SECS`).
+    pub session_max_age: Duration,
+    /// Failed logins of one email before it is locked (`LOGIN_MAX_FAILURES`, 0 off).
+    pub login_max_failures: u64,
+    /// The first lock's length, doubled for each further run of failures
+    /// (`LOGIN_LOCK_SECS`).
+    pub login_lock: Duration,
     /// How many Argon2 hashes may run at once; each takes a core and 19 MiB.
     pub password_hash_concurrency: usize,
     pub drain: DrainSettings,
@@ -39,7 +46,7 @@ impl Settings {
     /// # Errors
     /// When a variable is missing or invalid; the error names it.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let environment = env.parse("TASKLOG_ENV", Environment::Development)?;
+        let environment = Environment::from_env(env)?;
         let event_store_url = env.get("EVENT_STORE_URL").map(str::to_owned);
         tasklog_events::store::backend_for(event_store_url.as_deref())
             .map_err(|e| ConfigError::new("EVENT_STORE_URL", e.to_string()))?;
@@ -50,6 +57,20 @@ impl Settings {
                 "REFRESH_TOKEN_TTL_SECS",
                 "must be at least 1",
             ));
+        }
+        let session_secs = env.parse(
+            "SESSION_MAX_AGE_SECS",
+            crate::accounts::DEFAULT_SESSION_MAX_AGE.as_secs(),
+        )?;
+        if session_secs == 0 {
+            return Err(ConfigError::new(
+                "SESSION_MAX_AGE_SECS",
+                "must be at least 1",
+            ));
+        }
+        let login_lock_secs: u64 = env.parse("LOGIN_LOCK_SECS", 60)?;
+        if login_lock_secs == 0 {
+            return Err(ConfigError::new("LOGIN_LOCK_SECS", "must be at least 1"));
         }
         // Half the cores: a hash holds a core for tens of milliseconds, and
         // the other half keeps serving task writes while logins queue.
@@ -71,6 +92,9 @@ impl Settings {
             bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,
             jwt: JwtKeys::from_env(env, environment, KeyUse::SignAndVerify)?,
             refresh_token_ttl: Duration::from_secs(refresh_secs),
+            session_max_age: Duration::from_secs(session_secs),
+            login_max_failures: env.parse("LOGIN_MAX_FAILURES", 5)?,
+            login_lock: Duration::from_secs(login_lock_secs),
             password_hash_concurrency,
             drain: DrainSettings {
                 ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
@@ -84,16 +108,26 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Development unless a case says otherwise (a later pair wins).
     fn err(pairs: &[(&str, &str)]) -> String {
-        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+        let pairs = [("TASKLOG_ENV", "development")].iter().chain(pairs);
+        match Settings::from_env(&Env::from_pairs(pairs.copied())) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.name,
         }
     }
 
     #[test]
+    fn an_unset_environment_is_production_and_refuses_the_development_secret() {
+        let Err(e) = Settings::from_env(&Env::default()) else {
+            panic!("started on the development secret without TASKLOG_ENV=development");
+        };
+        assert_eq!(e.name, "JWT_SECRET");
+    }
+
+    #[test]
     fn defaults_give_a_runnable_development_service() {
-        let s = Settings::from_env(&Env::default()).unwrap();
+        let s = Settings::from_env(&Env::from_pairs([("TASKLOG_ENV", "development")])).unwrap();
         assert_eq!(s.bind_addr.port(), 8081);
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.refresh_token_ttl, DEFAULT_REFRESH_TTL);
@@ -109,6 +143,9 @@ mod tests {
             (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (&[("REFRESH_TOKEN_TTL_SECS", "0")], "REFRESH_TOKEN_TTL_SECS"),
+            (&[("SESSION_MAX_AGE_SECS", "0")], "SESSION_MAX_AGE_SECS"),
+            (&[("LOGIN_MAX_FAILURES", "-1")], "LOGIN_MAX_FAILURES"),
+            (&[("LOGIN_LOCK_SECS", "0")], "LOGIN_LOCK_SECS"),
             (
                 &[("REFRESH_TOKEN_TTL_SECS", "soon")],
                 "REFRESH_TOKEN_TTL_SECS",

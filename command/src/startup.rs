@@ -16,7 +16,7 @@ use tasklog_platform::server::{DrainSettings, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Accounts, PasswordError, Passwords};
+use crate::accounts::{Accounts, LoginLockout, PasswordError, Passwords};
 use crate::event_store::open_event_store;
 use crate::routes;
 use crate::settings::Settings;
@@ -81,14 +81,21 @@ impl Application {
         .await;
         let store = open_event_store(settings.event_store_url.as_ref(), &db).await?;
         let passwords = Passwords::new(settings.password_hash_concurrency).await?;
+        let redis = RedisHandle::new(&settings.redis)?;
+        let lockout = LoginLockout::new(
+            redis.clone(),
+            settings.login_max_failures,
+            settings.login_lock,
+        );
         let state = AppState {
-            accounts: Accounts::new(db.clone(), passwords, signer, settings.refresh_token_ttl),
+            accounts: Accounts::new(db.clone(), passwords, signer, settings.refresh_token_ttl)
+                .with_session_max_age(settings.session_max_age)
+                .with_lockout(lockout),
             db: db.clone(),
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
         };
         let health = health(db.clone(), state.store.clone());
-        let redis = RedisHandle::new(&settings.redis)?;
         let router = ProductionLayers::new(&settings.http)
             .rate_limits(Some(redis), Some(settings.jwt.verifier.clone()))
             .pool("tasklog-command", db.clone())

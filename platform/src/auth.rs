@@ -119,8 +119,9 @@ pub struct JwtKeys {
 }
 
 impl JwtKeys {
-    /// Reads `JWT_PRIVATE_KEY_FILE`/`JWT_PUBLIC_KEY_FILE` (EdDSA or RS256 PEM) or
-    /// else `JWT_SECRET` (HS256, development only), and `ACCESS_TOKEN_TTL_SECS`.
+    /// Reads `JWT_PRIVATE_KEY_FILE`/`JWT_PUBLIC_KEY_FILE` (EdDSA, or RS256 outside
+    /// production) or else `JWT_SECRET` (HS256, development only), and
+    /// `ACCESS_TOKEN_TTL_SECS`.
     ///
     /// # Errors
     /// When keys are missing, unreadable, of an unknown kind, or too weak for
@@ -141,7 +142,7 @@ impl JwtKeys {
             env.get("JWT_PUBLIC_KEY_FILE"),
             env.get("JWT_PRIVATE_KEY_FILE"),
         ) {
-            (Some(public), private) => Self::from_pem(public, private, usage, ttl),
+            (Some(public), private) => Self::from_pem(public, private, environment, usage, ttl),
             (None, Some(_)) => Err(ConfigError::new(
                 "JWT_PUBLIC_KEY_FILE",
                 "must be set with JWT_PRIVATE_KEY_FILE",
@@ -190,6 +191,7 @@ impl JwtKeys {
     fn from_pem(
         public_path: &str,
         private_path: Option<&str>,
+        environment: Environment,
         usage: KeyUse,
         ttl: Duration,
     ) -> Result<Self, ConfigError> {
@@ -203,6 +205,16 @@ impl JwtKeys {
                     "is not an Ed25519 or RSA public key in PEM",
                 )
             })?;
+        // The pure-Rust RSA implementation under jsonwebtoken is not constant
+        // time (RUSTSEC-2023-0071, the Marvin attack): its private-key
+        // operations can leak the key through timing. Ed25519 has no such
+        // flaw, so production takes only that.
+        if algorithm == Algorithm::RS256 && environment == Environment::Production {
+            return Err(ConfigError::new(
+                "JWT_PUBLIC_KEY_FILE",
+                "is an RSA key; production takes Ed25519 keys only (the RSA implementation is not constant-time)",
+            ));
+        }
         let verifier = Arc::new(TokenVerifier::new(decoding, algorithm));
         let signer = match (usage, private_path) {
             (KeyUse::VerifyOnly, _) => None,
@@ -279,9 +291,16 @@ where
             tracing::debug!(error = %e, "bearer token rejected");
             ApiError::Unauthorized
         })?;
-        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+        identify(claims.sub);
         Ok(AuthUser { id: claims.sub })
     }
+}
+
+/// Names the request's user in its log line and, when errors are tracked,
+/// in what it reports (the id only).
+pub fn identify(id: Uuid) {
+    tracing::Span::current().record("user_id", tracing::field::display(id));
+    crate::error_tracking::set_user(id);
 }
 
 /// The token of an `Authorization: Bearer <token>` header, unverified.

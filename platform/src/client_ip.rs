@@ -6,8 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 
 use crate::config::{ConfigError, Env};
 
@@ -132,6 +134,20 @@ impl TrustedProxies {
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         self.client_ip(peer, request.headers())
     }
+}
+
+/// Puts the client's address on the request's span, so the request's log
+/// line (and a failed login logged within it) says who it was.
+pub async fn record_client_ip(
+    State(proxies): State<TrustedProxies>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    tracing::Span::current().record(
+        "client_ip",
+        tracing::field::display(proxies.client_ip_of(&request)),
+    );
+    next.run(request).await
 }
 
 /// `1.2.3.4`, `1.2.3.4:5678`, `::1` or `[::1]:5678`.

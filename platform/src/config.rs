@@ -94,6 +94,18 @@ pub enum Environment {
     Production,
 }
 
+impl Environment {
+    /// `TASKLOG_ENV`. Unset means production: a deployment that forgets it
+    /// refuses weak secrets rather than running on the development one, which
+    /// only an explicit `development` allows (`deploy/local/up` sets it).
+    ///
+    /// # Errors
+    /// When set to anything but `development` or `production`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        env.parse("TASKLOG_ENV", Environment::Production)
+    }
+}
+
 impl FromStr for Environment {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -210,6 +222,24 @@ mod tests {
         assert_eq!(
             bind_addr(&Env::default(), "127.0.0.1:8081").unwrap().port(),
             8081
+        );
+    }
+
+    #[test]
+    fn an_unset_environment_is_production_and_development_must_be_explicit() {
+        assert_eq!(
+            Environment::from_env(&Env::default()).unwrap(),
+            Environment::Production
+        );
+        assert_eq!(
+            Environment::from_env(&Env::from_pairs([("TASKLOG_ENV", "development")])).unwrap(),
+            Environment::Development
+        );
+        assert_eq!(
+            Environment::from_env(&Env::from_pairs([("TASKLOG_ENV", "dev")]))
+                .unwrap_err()
+                .name,
+            "TASKLOG_ENV"
         );
     }
 

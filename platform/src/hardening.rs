@@ -29,7 +29,9 @@
 //! `metrics::router(pools)` merged into its router, and `metrics::install()`
 //! in place of a recorder of its own.
 //!
-//! Order, outermost first: request id, trace span, metrics, security headers,
+//! Order, outermost first: request id (a client's kept only when it is 1 to
+//! 64 of `[A-Za-z0-9._-]`), trace span (with the client address), metrics,
+//! security headers (`Cache-Control: no-store` among them),
 //! CORS (preflights end here), compression, rate limits, timeout, body limit,
 //! panic catcher, routes. So every refusal is traced, counted, carries the
 //! headers and can be read by a browser.
@@ -54,9 +56,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenVerifier;
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{TrustedProxies, record_client_ip};
 use crate::config::{ConfigError, Env, Environment};
-use crate::http::{REQUEST_ID, on_response, request_span};
+use crate::http::{REQUEST_ID, drop_unfit_request_id, on_response, request_span};
 use crate::json::MAX_BODY_BYTES;
 use crate::problem::ApiError;
 use crate::rate_limit::{RateLimitSettings, RateLimiter};
@@ -222,6 +224,13 @@ impl ProductionLayers {
             .layer(cors(&settings.cors_origins));
         security_headers(router, settings.environment)
             .layer(axum::middleware::from_fn(crate::metrics::track))
+            .layer(axum::middleware::from_fn(
+                crate::error_tracking::report_server_errors,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                settings.trusted_proxies.clone(),
+                record_client_ip,
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
@@ -230,6 +239,7 @@ impl ProductionLayers {
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
             .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(axum::middleware::map_request(drop_unfit_request_id))
     }
 }
 
@@ -242,6 +252,9 @@ fn security_headers(router: Router, environment: Environment) -> Router {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'",
         ),
+        // Tokens, sessions and tasks are private: no browser or shared cache
+        // may keep them.
+        (header::CACHE_CONTROL, "no-store"),
     ];
     let mut router = fixed.into_iter().fold(router, |router, (name, value)| {
         router.layer(SetResponseHeaderLayer::if_not_present(
@@ -312,7 +325,13 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+    let mut response =
+        ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response();
+    // The panic hook reported it (with the request's scope) when errors are tracked.
+    response
+        .extensions_mut()
+        .insert(crate::error_tracking::PanicReported);
+    response
 }
 
 #[cfg(test)]

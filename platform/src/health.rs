@@ -1,6 +1,11 @@
 //! `/health/live` and `/health/ready`. Readiness runs every dependency check
 //! at once, bounded, and turns 503 as soon as shutdown begins so load
 //! balancers stop sending before the listener closes.
+//!
+//! Which dependency failed, and why, is for the inside: it is logged, and
+//! answered on the service's own port, but a request that came through the
+//! public gateway (which sets `X-Tasklog-Gateway` on everything it forwards,
+//! overwriting whatever the client sent) gets only `ok` or `down`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +13,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::BoxFuture;
@@ -17,6 +22,10 @@ use serde_json::{Map, Value, json};
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Set by the public gateway on every request it forwards (`deploy/nginx`,
+/// the Kubernetes HTTPRoute): such a request is from the outside.
+pub static VIA_GATEWAY: HeaderName = HeaderName::from_static("x-tasklog-gateway");
 
 #[derive(Clone, Default)]
 pub struct Health {
@@ -58,14 +67,14 @@ impl Health {
             )
             .route(
                 "/health/ready",
-                get(move || {
+                get(move |headers: HeaderMap| {
                     let health = health.clone();
-                    async move { health.ready().await }
+                    async move { health.ready(headers.contains_key(&VIA_GATEWAY)).await }
                 }),
             )
     }
 
-    async fn ready(&self) -> Response {
+    async fn ready(&self, public: bool) -> Response {
         let results = futures_util::future::join_all(self.checks.iter().map(|(name, f)| {
             let f = f.clone();
             async move {
@@ -84,6 +93,7 @@ impl Health {
                 Ok(()) => "ok".to_owned(),
                 Err(reason) => {
                     ok = false;
+                    tracing::warn!(dependency = name, %reason, "readiness check failed");
                     format!("down: {reason}")
                 }
             };
@@ -101,6 +111,10 @@ impl Health {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
+        if public {
+            let plain = if ok { "ok" } else { "down" };
+            return (code, Json(json!({"status": plain}))).into_response();
+        }
         (code, Json(json!({"status": status, "checks": checks}))).into_response()
     }
 }

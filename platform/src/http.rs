@@ -1,5 +1,5 @@
-//! The middleware every router gets: request ids (kept from the client or
-//! made), a tracing span per request with route, status, latency and user,
+//! The middleware every router gets: request ids (kept from the client when
+//! fit to store, else made), a tracing span per request with route, status, latency and user,
 //! the body limit, and problem+json for unknown routes and methods.
 
 use std::time::Duration;
@@ -53,6 +53,8 @@ pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
         route = %route,
         request_id = %request_id,
         user_id = tracing::field::Empty,
+        // Recorded by `client_ip::record_client_ip` where the proxies are known.
+        client_ip = tracing::field::Empty,
         status = tracing::field::Empty,
         // Read by the OpenTelemetry layer only; left empty (and so out of the
         // logs) unless spans are exported.
@@ -98,4 +100,30 @@ pub fn with_common_layers(router: Router) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unfit_request_id))
+}
+
+/// Whether a client's request id may be kept: it lands in every log line
+/// and in every event's metadata, so only 1 to 64 of `[A-Za-z0-9._-]`.
+pub fn is_fit_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Removes an `X-Request-Id` that is not fit to keep (or sent twice), so the
+/// next layer makes a fresh one.
+pub(crate) async fn drop_unfit_request_id(
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
+    let headers = request.headers();
+    let fit = headers.get_all(&REQUEST_ID).iter().count() == 1
+        && headers
+            .get(&REQUEST_ID)
+            .is_some_and(|v| is_fit_request_id(v.as_bytes()));
+    if !fit {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }

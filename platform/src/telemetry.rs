@@ -1,7 +1,8 @@
 //! One tracing set-up for every binary: `RUST_LOG` filters, `LOG_FORMAT`
 //! chooses JSON (for machines) or pretty (for people), and when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set the same spans also go to an OTLP
-//! collector over gRPC.
+//! collector over gRPC. With `SENTRY_DSN` set, panics and 5xx answers also
+//! go to Sentry (`error_tracking`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -135,17 +136,37 @@ pub fn exporting() -> bool {
 
 /// What `init` started: hold it until the end of `main` and call `shutdown`,
 /// or the last spans (the ones about stopping) are lost.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use = "call shutdown() at exit so buffered spans are sent"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// The Sentry client, when `SENTRY_DSN` is set (`error_tracking`).
+    error_tracking: Option<sentry::ClientInitGuard>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("provider", &self.provider)
+            .field("error_tracking", &self.error_tracking.is_some())
+            .finish()
+    }
 }
 
 impl Telemetry {
-    /// Sends the spans still buffered and stops the exporter, waiting at most
-    /// a few seconds. A no-op when nothing is exported.
+    /// Sends the error reports and spans still buffered and stops the
+    /// exporters, waiting at most a few seconds. A no-op when nothing is
+    /// exported.
     pub async fn shutdown(self) {
-        let Some(provider) = self.provider else {
+        let Self {
+            provider,
+            error_tracking,
+        } = self;
+        if let Some(guard) = error_tracking {
+            // Dropping the guard flushes (blocking, at most 2 s).
+            let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
+        }
+        let Some(provider) = provider else {
             return;
         };
         // The batch exporter's thread needs a free runtime worker to drive the
@@ -194,7 +215,11 @@ pub fn init(env: &Env, service_name: &str) -> Result<Telemetry, ConfigError> {
     if result.is_ok() && provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
     }
-    Ok(Telemetry { provider })
+    let error_tracking = crate::error_tracking::init(env, service_name)?;
+    Ok(Telemetry {
+        provider,
+        error_tracking,
+    })
 }
 
 fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, ConfigError> {

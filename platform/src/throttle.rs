@@ -78,7 +78,7 @@ pub async fn limit(
         });
         match user {
             Some(id) => {
-                tracing::Span::current().record("user_id", tracing::field::display(id));
+                crate::auth::identify(id);
                 request.extensions_mut().insert(AuthUser { id });
                 (format!("api:user:{id}"), quota)
             }

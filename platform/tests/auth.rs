@@ -131,20 +131,26 @@ fn alg_none_is_rejected() {
 
 #[test]
 fn eddsa_and_rs256_key_files_sign_and_verify_and_the_query_side_needs_only_the_public_key() {
-    for (private, public) in [
-        ("ed25519-private.pem", "ed25519-public.pem"),
-        ("rsa-private.pem", "rsa-public.pem"),
+    for (private, public, environment) in [
+        (
+            "ed25519-private.pem",
+            "ed25519-public.pem",
+            Environment::Production,
+        ),
+        (
+            "rsa-private.pem",
+            "rsa-public.pem",
+            Environment::Development,
+        ),
     ] {
         let (private, public) = (key(private), key(public));
         let signing = Env::from_pairs([
             ("JWT_PRIVATE_KEY_FILE", private.as_str()),
             ("JWT_PUBLIC_KEY_FILE", public.as_str()),
         ]);
-        let command =
-            JwtKeys::from_env(&signing, Environment::Production, KeyUse::SignAndVerify).unwrap();
+        let command = JwtKeys::from_env(&signing, environment, KeyUse::SignAndVerify).unwrap();
         let verifying = Env::from_pairs([("JWT_PUBLIC_KEY_FILE", public.as_str())]);
-        let query =
-            JwtKeys::from_env(&verifying, Environment::Production, KeyUse::VerifyOnly).unwrap();
+        let query = JwtKeys::from_env(&verifying, environment, KeyUse::VerifyOnly).unwrap();
         assert!(query.signer.is_none());
         let user = Uuid::new_v4();
         let token = command.signer.unwrap().issue(user).unwrap().token;
@@ -153,10 +159,30 @@ fn eddsa_and_rs256_key_files_sign_and_verify_and_the_query_side_needs_only_the_p
 }
 
 #[test]
+fn production_refuses_rsa_keys_whose_implementation_is_not_constant_time() {
+    let (private, public) = (key("rsa-private.pem"), key("rsa-public.pem"));
+    let signing = Env::from_pairs([
+        ("JWT_PRIVATE_KEY_FILE", private.as_str()),
+        ("JWT_PUBLIC_KEY_FILE", public.as_str()),
+    ]);
+    let verifying = Env::from_pairs([("JWT_PUBLIC_KEY_FILE", public.as_str())]);
+    for (env, usage) in [
+        (&signing, KeyUse::SignAndVerify),
+        (&verifying, KeyUse::VerifyOnly),
+    ] {
+        let err = JwtKeys::from_env(env, Environment::Production, usage)
+            .err()
+            .expect("production must refuse RSA");
+        assert_eq!(err.name, "JWT_PUBLIC_KEY_FILE");
+        assert!(err.to_string().contains("Ed25519"), "{err}");
+    }
+}
+
+#[test]
 fn algorithm_confusion_with_the_public_key_as_an_hmac_secret_is_rejected() {
     let public = key("rsa-public.pem");
     let env = Env::from_pairs([("JWT_PUBLIC_KEY_FILE", public.as_str())]);
-    let query = JwtKeys::from_env(&env, Environment::Production, KeyUse::VerifyOnly).unwrap();
+    let query = JwtKeys::from_env(&env, Environment::Development, KeyUse::VerifyOnly).unwrap();
     let pem = std::fs::read(&public).unwrap();
     let forged = forge(
         claims(600),

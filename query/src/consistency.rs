@@ -89,6 +89,12 @@ impl FromRequestParts<AppState> for Reader {
         let Some(min) = min_position(&parts.headers)? else {
             return Ok(Reader { user: user.id });
         };
+        if min > state.projection.current() && !log_has_reached(state, min).await? {
+            return Err(ApiError::bad_param(
+                "X-Min-Position",
+                "is beyond the log's head: no write has produced that position",
+            ));
+        }
         let outcome = state
             .projection
             .wait_for(min, state.min_position_timeout)
@@ -109,4 +115,13 @@ impl FromRequestParts<AppState> for Reader {
             }),
         }
     }
+}
+
+/// Whether the log has reached `min`; only asked when the projection has
+/// not, so reads without a fresh write never pay for it.
+async fn log_has_reached(state: &AppState, min: u64) -> Result<bool, ApiError> {
+    state.log_head.has_reached(min).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the log's head");
+        ApiError::unavailable("the event log")
+    })
 }

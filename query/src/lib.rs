@@ -7,6 +7,7 @@
 pub mod changes;
 pub mod consistency;
 pub mod listing;
+pub mod log_head;
 pub mod page_cache;
 pub mod projection;
 pub mod read_model;

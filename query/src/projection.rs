@@ -57,8 +57,8 @@ impl ProjectionWatch {
         });
     }
 
-    /// Reads the checkpoint row: at start, after a reconnect (notifications
-    /// may have been missed), and once when a wait is about to give up.
+    /// Reads the checkpoint row: at start, after a reconnect and after an
+    /// unreadable notice (notifications may have been missed).
     async fn resync(&self) -> Option<u64> {
         match projection_position(&self.db).await {
             Ok(position) => {
@@ -73,6 +73,25 @@ impl ProjectionWatch {
                 None
             }
         }
+    }
+
+    /// Reads the checkpoint row after a wait ran out. Pages are dropped only
+    /// when the row is ahead of what was heard (notices were missed, so
+    /// whose rows changed is unknown): a position that simply has not been
+    /// projected yet leaves every other user's pages alone.
+    async fn catch_up(&self) -> Option<u64> {
+        let position = match projection_position(&self.db).await {
+            Ok(position) => position,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the projection checkpoint");
+                return None;
+            }
+        };
+        if position > self.current() {
+            self.pages.all_changed();
+            self.advance(position);
+        }
+        Some(position)
     }
 
     /// Waits until the read model has reached `min`, at most `timeout`.
@@ -90,7 +109,7 @@ impl ProjectionWatch {
         }
         // A lost notification must not cost the client a 503: one read of
         // the row before giving up (only on this slow path).
-        match self.resync().await {
+        match self.catch_up().await {
             Some(position) if position >= min => Ok(position),
             _ => Err(self.current()),
         }

@@ -57,7 +57,7 @@ impl Settings {
     /// # Errors
     /// When a variable is missing or invalid; the error names it.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let environment = env.parse("TASKLOG_ENV", Environment::Development)?;
+        let environment = Environment::from_env(env)?;
         let event_store_url = env.get("EVENT_STORE_URL").map(str::to_owned);
         tasklog_events::store::backend_for(event_store_url.as_deref())
             .map_err(|e| ConfigError::new("EVENT_STORE_URL", e.to_string()))?;
@@ -136,16 +136,26 @@ fn cursor_key(env: &Env, environment: Environment) -> Result<CursorKey, ConfigEr
 mod tests {
     use super::*;
 
+    /// Development unless a case says otherwise (a later pair wins).
     fn err(pairs: &[(&str, &str)]) -> String {
-        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+        let pairs = [("TASKLOG_ENV", "development")].iter().chain(pairs);
+        match Settings::from_env(&Env::from_pairs(pairs.copied())) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.name,
         }
     }
 
     #[test]
+    fn an_unset_environment_is_production_and_refuses_the_development_secret() {
+        let Err(e) = Settings::from_env(&Env::default()) else {
+            panic!("started on the development secret without TASKLOG_ENV=development");
+        };
+        assert_eq!(e.name, "JWT_SECRET");
+    }
+
+    #[test]
     fn defaults_give_a_runnable_development_service() {
-        let s = Settings::from_env(&Env::default()).unwrap();
+        let s = Settings::from_env(&Env::from_pairs([("TASKLOG_ENV", "development")])).unwrap();
         assert_eq!(s.bind_addr.port(), 8082);
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.min_position_timeout, DEFAULT_MIN_POSITION_TIMEOUT);

@@ -102,6 +102,7 @@ impl Application {
             verifier: verifier.clone(),
             cursor_key: Arc::new(settings.cursor_key),
             projection: projection.clone(),
+            log_head: Arc::new(crate::log_head::LogHead::new(store.clone())),
             pages,
             min_position_timeout: settings.min_position_timeout,
             changes,

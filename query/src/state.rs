@@ -1,6 +1,6 @@
 //! What every handler can reach: the read model, the log, Redis counts, the
-//! token verifier, the cursor key, the projection's progress, the pages
-//! kept in memory, and the change feed's live streams.
+//! token verifier, the cursor key, the projection's progress, the log's head,
+//! the pages kept in memory, and the change feed's live streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::{ChangeHub, StreamSettings, StreamSlots};
 use crate::listing::CursorKey;
+use crate::log_head::LogHead;
 use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
 
@@ -26,6 +27,7 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub cursor_key: Arc<CursorKey>,
     pub projection: ProjectionWatch,
+    pub log_head: Arc<LogHead>,
     pub pages: Arc<PageCache>,
     pub min_position_timeout: Duration,
     /// Wakes live streams; the change feed's position.

@@ -1,6 +1,7 @@
 //! Accounts: registering, logging in, refreshing and ending sessions. Handlers
 //! call these; SQL stays in `users` and `refresh_tokens`.
 
+mod lockout;
 mod password;
 mod refresh_tokens;
 mod users;
@@ -15,8 +16,9 @@ use tasklog_platform::ApiError;
 use tasklog_platform::auth::{IssuedToken, TokenError, TokenSigner};
 use uuid::Uuid;
 
+pub use lockout::{Locked, LoginLockout};
 pub use password::{PasswordError, Passwords};
-pub use refresh_tokens::Refusal;
+pub use refresh_tokens::{Lifetimes, Refusal, SessionRecord, USER_AGENT_MAX_CHARS};
 pub use users::UserRecord;
 pub use values::{Email, Password, UserName};
 
@@ -29,6 +31,9 @@ pub enum AccountError {
     BadCredentials,
     #[error("refresh token refused: {0:?}")]
     RefreshRefused(Refusal),
+    /// Too many failed logins for this email (known or not): wait.
+    #[error("too many failed logins for this account")]
+    Locked(Locked),
     /// A valid access token for a user that no longer exists.
     #[error("the token's user does not exist")]
     UnknownUser,
@@ -51,6 +56,9 @@ impl From<AccountError> for ApiError {
                 tracing::debug!(?reason, "refresh token refused");
                 ApiError::Unauthorized
             }
+            AccountError::Locked(locked) => ApiError::TooManyRequests {
+                retry_after_secs: locked.retry_after_secs,
+            },
             AccountError::UnknownUser => ApiError::Unauthorized,
             AccountError::Database(e) => ApiError::from(e),
             AccountError::Password(PasswordError::Busy) => {
@@ -76,15 +84,22 @@ pub struct Grant {
     pub refresh_token: String,
 }
 
+/// Sessions last 30 days from their login unless `SESSION_MAX_AGE_SECS` says
+/// otherwise; rotating the refresh token never extends that.
+pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Clone)]
 pub struct Accounts {
     pool: PgPool,
     passwords: Passwords,
     signer: Arc<TokenSigner>,
-    refresh_ttl: Duration,
+    lifetimes: Lifetimes,
+    lockout: Option<Arc<LoginLockout>>,
 }
 
 impl Accounts {
+    /// Sessions of `DEFAULT_SESSION_MAX_AGE`, no per-account lockout (see
+    /// `with_session_max_age`, `with_lockout`).
     pub fn new(
         pool: PgPool,
         passwords: Passwords,
@@ -95,20 +110,42 @@ impl Accounts {
             pool,
             passwords,
             signer,
-            refresh_ttl,
+            lifetimes: Lifetimes {
+                token: refresh_ttl,
+                session: DEFAULT_SESSION_MAX_AGE,
+            },
+            lockout: None,
         }
+    }
+
+    /// How long a session may last from its login, rotations included.
+    #[must_use]
+    pub fn with_session_max_age(mut self, max_age: Duration) -> Self {
+        self.lifetimes.session = max_age;
+        self
+    }
+
+    /// Throttles failed logins per account (`None`: off).
+    #[must_use]
+    pub fn with_lockout(mut self, lockout: Option<LoginLockout>) -> Self {
+        self.lockout = lockout.map(Arc::new);
+        self
     }
 
     /// # Errors
     /// `EmailTaken`, or a failing dependency.
-    pub async fn register(&self, new: NewUser) -> Result<Grant, AccountError> {
+    pub async fn register(
+        &self,
+        new: NewUser,
+        user_agent: Option<&str>,
+    ) -> Result<Grant, AccountError> {
         let hash = self.passwords.hash(new.password.into_secret()).await?;
         let mut tx = self.pool.begin().await?;
         let user = users::insert(&mut tx, &new.email, &new.name, &hash)
             .await?
             .ok_or(AccountError::EmailTaken)?;
         let refresh_token =
-            refresh_tokens::start_family(&mut tx, user.id, self.refresh_ttl).await?;
+            refresh_tokens::start_family(&mut tx, user.id, self.lifetimes, user_agent).await?;
         tx.commit().await?;
         let access = self.signer.issue(user.id)?;
         tracing::info!(user_id = %user.id, "user registered");
@@ -119,29 +156,56 @@ impl Accounts {
         })
     }
 
-    /// Costs one Argon2 verification whether or not the email is known.
+    /// Costs one Argon2 verification whether or not the email is known, and
+    /// counts failures per account whether or not it exists.
     ///
     /// # Errors
-    /// `BadCredentials`, or a failing dependency.
-    pub async fn login(&self, email: &str, password: String) -> Result<Grant, AccountError> {
+    /// `BadCredentials`, `Locked`, or a failing dependency.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+        user_agent: Option<&str>,
+    ) -> Result<Grant, AccountError> {
+        let key = Email::key_of(email);
+        if let Some(lockout) = &self.lockout {
+            lockout.check(&key).await.map_err(|locked| {
+                tracing::info!("login refused: the account is locked after failed logins");
+                AccountError::Locked(locked)
+            })?;
+        }
         // No registered password is this long; refusing early reveals nothing
         // about the account and spares the hasher a 64 KiB input.
-        if password.chars().count() > Password::MAX_CHARS {
-            return Err(AccountError::BadCredentials);
-        }
-        let found = users::credentials_by_email(&self.pool, email).await?;
+        let ok = password.chars().count() <= Password::MAX_CHARS;
+        let found = if ok {
+            users::credentials_by_email_key(&self.pool, &key).await?
+        } else {
+            None
+        };
         let (user, stored) = match found {
             Some(c) => (Some(c.user), Some(c.password_hash)),
             None => (None, None),
         };
-        let ok = self
-            .passwords
-            .verify(SecretString::from(password), stored)
-            .await?;
-        let user = user.filter(|_| ok).ok_or(AccountError::BadCredentials)?;
+        let ok = ok
+            && self
+                .passwords
+                .verify(SecretString::from(password), stored)
+                .await?;
+        let Some(user) = user.filter(|_| ok) else {
+            // Neither the email nor the password: the request's log line has
+            // the client address.
+            tracing::info!("login failed");
+            if let Some(lockout) = &self.lockout {
+                lockout.failed(&key).await;
+            }
+            return Err(AccountError::BadCredentials);
+        };
+        if let Some(lockout) = &self.lockout {
+            lockout.succeeded(&key).await;
+        }
         let mut conn = self.pool.acquire().await?;
         let refresh_token =
-            refresh_tokens::start_family(&mut conn, user.id, self.refresh_ttl).await?;
+            refresh_tokens::start_family(&mut conn, user.id, self.lifetimes, user_agent).await?;
         let access = self.signer.issue(user.id)?;
         Ok(Grant {
             user,
@@ -154,7 +218,7 @@ impl Accounts {
     /// `RefreshRefused` (unknown, expired, revoked, reused), or a failing dependency.
     pub async fn refresh(&self, token: &str) -> Result<Grant, AccountError> {
         let (user_id, refresh_token) =
-            match refresh_tokens::rotate(&self.pool, token, self.refresh_ttl).await? {
+            match refresh_tokens::rotate(&self.pool, token, self.lifetimes.token).await? {
                 refresh_tokens::Rotation::Rotated { user_id, token } => (user_id, token),
                 refresh_tokens::Rotation::Refused(why) => {
                     return Err(AccountError::RefreshRefused(why));
@@ -177,6 +241,25 @@ impl Accounts {
         } else {
             Err(AccountError::RefreshRefused(Refusal::Unknown))
         }
+    }
+
+    /// Ends every session of the user: no refresh token of theirs works any
+    /// more (access tokens already issued run to their short expiry).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn logout_all(&self, user_id: Uuid) -> Result<u64, AccountError> {
+        let ended = refresh_tokens::revoke_all_of(&self.pool, user_id).await?;
+        tracing::info!(user_id = %user_id, ended, "every session ended");
+        Ok(ended)
+    }
+
+    /// The user's sessions that can still be refreshed.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>, AccountError> {
+        Ok(refresh_tokens::open_sessions(&self.pool, user_id).await?)
     }
 
     /// # Errors

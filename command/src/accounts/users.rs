@@ -21,7 +21,8 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// Inserts a user; `None` when the email is taken (in any case).
+/// Inserts a user; `None` when the email is taken (by any spelling with the
+/// same key).
 ///
 /// # Errors
 /// When the database fails.
@@ -31,38 +32,40 @@ pub async fn insert(
     name: &UserName,
     password_hash: &str,
 ) -> Result<Option<UserRecord>, sqlx::Error> {
-    // ON CONFLICT on the expression index turns the race of two registrations
-    // of one email into "taken" for the second instead of an error.
+    // ON CONFLICT on the key turns the race of two registrations of one
+    // email into "taken" for the second instead of an error.
     sqlx::query_as::<_, UserRecord>(
-        "INSERT INTO accounts.users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT ((lower(email))) DO NOTHING \
+        "INSERT INTO accounts.users (id, email, email_key, name, password_hash) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (email_key) DO NOTHING \
          RETURNING id, email, name, created_at",
     )
     .bind(Uuid::now_v7())
     .bind(email.as_str())
+    .bind(email.key())
     .bind(name.as_str())
     .bind(password_hash)
     .fetch_optional(conn)
     .await
 }
 
-/// The user and password hash of an email, ignoring case.
+/// The user and password hash of an email key (`Email::key_of`).
 ///
 /// # Errors
 /// When the database fails.
-pub async fn credentials_by_email(
+pub async fn credentials_by_email_key(
     pool: &PgPool,
-    email: &str,
+    email_key: &str,
 ) -> Result<Option<Credentials>, sqlx::Error> {
     // Postgres refuses NUL in text; no registered email holds one.
-    if email.contains('\0') {
+    if email_key.contains('\0') {
         return Ok(None);
     }
     sqlx::query_as::<_, Credentials>(
         "SELECT id, email, name, created_at, password_hash FROM accounts.users \
-         WHERE lower(email) = lower($1)",
+         WHERE email_key = $1",
     )
-    .bind(email.trim())
+    .bind(email_key)
     .fetch_optional(pool)
     .await
 }

@@ -1,7 +1,8 @@
-//! `/v1/auth/*`: register, login, refresh, logout and me.
+//! `/v1/auth/*`: register, login, refresh, logout, me, and the user's
+//! sessions (list, end them all).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::object::JsonObject;
-use crate::accounts::{Email, Grant, NewUser, Password, UserName, UserRecord};
+use crate::accounts::{Email, Grant, NewUser, Password, SessionRecord, UserName, UserRecord};
 use crate::state::AppState;
 use crate::validation::Validator;
 
@@ -23,7 +24,19 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/auth/sessions", get(sessions))
         .route("/v1/auth/me", get(me))
+}
+
+/// The client's `User-Agent`, kept with a new session so its user can tell
+/// sessions apart.
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|ua| !ua.is_empty())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -92,13 +105,47 @@ impl From<Grant> for Session {
     }
 }
 
+/// One open session: never a token or its hash.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionInfo {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    /// When its refresh token was last exchanged; null until the first time.
+    last_used_at: Option<DateTime<Utc>>,
+    /// When it ends at the latest, however often it is refreshed.
+    expires_at: DateTime<Utc>,
+    /// The `User-Agent` of the login (at most 256 characters).
+    user_agent: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionList {
+    /// Newest first.
+    sessions: Vec<SessionInfo>,
+}
+
+impl From<SessionRecord> for SessionInfo {
+    fn from(s: SessionRecord) -> Self {
+        Self {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
+            user_agent: s.user_agent,
+        }
+    }
+}
+
 impl TryFrom<RegisterRequest> for NewUser {
     type Error = ApiError;
 
     fn try_from(body: RegisterRequest) -> Result<Self, ApiError> {
         let mut v = Validator::default();
         let email = v.check(Email::parse(&body.email));
-        let password = v.check(Password::parse(body.password));
+        let password = v.check(
+            Password::parse(body.password)
+                .and_then(|p| p.refuse_guessable(&[&body.email, &body.name]).map(|()| p)),
+        );
         let name = v.check(UserName::parse(&body.name));
         v.finish(|| {
             Some(NewUser {
@@ -115,21 +162,30 @@ impl TryFrom<RegisterRequest> for NewUser {
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn register(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<RegisterRequest>>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let new_user = NewUser::try_from(body)?;
-    let grant = app.accounts.register(new_user).await?;
+    let grant = app
+        .accounts
+        .register(new_user, user_agent(&headers))
+        .await?;
     Ok((StatusCode::CREATED, Json(grant.into())))
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = Session),
-        (status = 401, description = "unknown email or wrong password, alike", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "unknown email or wrong password, alike", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many attempts from this address, or too many failed logins for this email (known or not, alike)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn login(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<LoginRequest>>,
 ) -> Result<Json<Session>, ApiError> {
-    let grant = app.accounts.login(&body.email, body.password).await?;
+    let grant = app
+        .accounts
+        .login(&body.email, body.password, user_agent(&headers))
+        .await?;
     Ok(Json(grant.into()))
 }
 
@@ -153,6 +209,30 @@ pub(crate) async fn logout(
 ) -> Result<StatusCode, ApiError> {
     app.accounts.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "every session of the user is over"),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn logout_all(
+    user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<StatusCode, ApiError> {
+    app.accounts.logout_all(user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionList),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn sessions(
+    user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = app.accounts.sessions(user.id).await?;
+    Ok(Json(SessionList {
+        sessions: sessions.into_iter().map(SessionInfo::from).collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),

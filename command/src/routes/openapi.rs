@@ -17,6 +17,8 @@ use crate::state::AppState;
         super::auth::login,
         super::auth::refresh,
         super::auth::logout,
+        super::auth::logout_all,
+        super::auth::sessions,
         super::auth::me,
         super::tasks::create,
         super::tasks::update,
@@ -25,9 +27,50 @@ use crate::state::AppState;
         super::task_lifecycle::revert,
         super::batch::batch,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Links),
 )]
 struct ApiDoc;
+
+/// A created task leads to its change and deletion, a change to deletion.
+/// (Its detail and history are the query service's: see its document.)
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use tasklog_platform::openapi_links::{Link, Method, add};
+        let id = "$response.body#/id";
+        let missing = add(
+            openapi,
+            &[
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Post,
+                    status: "201",
+                    target: "update",
+                    id_from: id,
+                },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Post,
+                    status: "201",
+                    target: "delete",
+                    id_from: id,
+                },
+                Link {
+                    path: "/v1/tasks/{id}",
+                    method: Method::Patch,
+                    status: "200",
+                    target: "delete",
+                    id_from: id,
+                },
+            ],
+        );
+        debug_assert!(
+            missing.is_empty(),
+            "links from absent operations: {missing:?}"
+        );
+    }
+}
 
 struct BearerAuth;
 
@@ -52,5 +95,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+    // Links need OpenAPI's spelling, which utoipa 5.5 does not write.
+    Router::new().route(
+        "/openapi.json",
+        get(|| async { Json(tasklog_platform::openapi_links::to_json(&document())) }),
+    )
 }

@@ -16,7 +16,7 @@ async fn register_returns_a_session_with_the_trimmed_name() {
     let response = app
         .post(
             "/v1/auth/register",
-            &json!({"email": format!("  {email} "), "password": "12345678", "name": "  Ann Lee "}),
+            &json!({"email": format!("  {email} "), "password": "tidy-otter-42-lamp", "name": "  Ann Lee "}),
             None,
         )
         .await;
@@ -37,7 +37,7 @@ async fn register_names_every_invalid_field() {
     let app = spawn_app().await;
     let cases = [
         (
-            json!({"email": "nope", "password": "12345678", "name": "A"}),
+            json!({"email": "nope", "password": "tidy-otter-42-lamp", "name": "A"}),
             vec!["email"],
         ),
         (
@@ -49,11 +49,11 @@ async fn register_names_every_invalid_field() {
             vec!["password"],
         ),
         (
-            json!({"email": unique_email(), "password": "12345678", "name": "   "}),
+            json!({"email": unique_email(), "password": "tidy-otter-42-lamp", "name": "   "}),
             vec!["name"],
         ),
         (
-            json!({"email": unique_email(), "password": "12345678", "name": "n".repeat(101)}),
+            json!({"email": unique_email(), "password": "tidy-otter-42-lamp", "name": "n".repeat(101)}),
             vec!["name"],
         ),
         (
@@ -61,11 +61,11 @@ async fn register_names_every_invalid_field() {
             vec!["email", "password", "name"],
         ),
         (
-            json!({"email": unique_email(), "password": "12345678"}),
+            json!({"email": unique_email(), "password": "tidy-otter-42-lamp"}),
             vec!["name"],
         ),
         (
-            json!({"email": unique_email(), "password": "12345678", "name": "A", "admin": true}),
+            json!({"email": unique_email(), "password": "tidy-otter-42-lamp", "name": "A", "admin": true}),
             vec!["admin"],
         ),
         (
@@ -99,7 +99,7 @@ async fn an_email_is_taken_whatever_its_case() {
 async fn two_racing_registrations_of_one_email_give_one_account_and_one_409() {
     let app = spawn_app().await;
     let email = unique_email();
-    let body = |e: String| json!({"email": e, "password": "12345678", "name": "N"});
+    let body = |e: String| json!({"email": e, "password": "tidy-otter-42-lamp", "name": "N"});
     let (first, second) = (body(email.clone()), body(email.to_uppercase()));
     let (a, b) = tokio::join!(
         app.post("/v1/auth/register", &first, None),
@@ -161,11 +161,16 @@ async fn a_bad_login_costs_one_argon2_verification_whether_or_not_the_email_exis
     );
 
     let before = passwords.verifications();
-    assert!(accounts.login(&email, "wrong horse".into()).await.is_err());
+    assert!(
+        accounts
+            .login(&email, "wrong horse".into(), None)
+            .await
+            .is_err()
+    );
     assert_eq!(passwords.verifications(), before + 1, "known email");
     assert!(
         accounts
-            .login(&unique_email(), "wrong horse".into())
+            .login(&unique_email(), "wrong horse".into(), None)
             .await
             .is_err()
     );

@@ -57,7 +57,8 @@ pub fn url_with_port(db: &TestDb, port: u16) -> String {
     options.port(port).to_url_lossy().to_string()
 }
 
-/// Rate limits are off unless a test turns them on, and each app counts
+/// Rate limits and the per-account login lock are off unless a test turns
+/// them on, and each app counts
 /// under a Redis prefix of its own unless a test shares one.
 pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
     let prefix = redis_prefix();
@@ -69,6 +70,9 @@ pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
         ("PASSWORD_HASH_CONCURRENCY", "2"),
         ("RATE_LIMIT_AUTH", "0"),
         ("RATE_LIMIT_API", "0"),
+        ("LOGIN_MAX_FAILURES", "0"),
+        // The development secret needs development said explicitly.
+        ("TASKLOG_ENV", "development"),
         ("REDIS_URL", redis.as_str()),
         ("REDIS_PREFIX", prefix.as_str()),
     ];

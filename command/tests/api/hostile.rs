@@ -19,22 +19,22 @@ async fn hostile_inputs_get_a_4xx_never_a_5xx() {
     let json_posts = [
         (
             "/v1/auth/register",
-            json!({"email": format!("a{nul}@example.com"), "password": "12345678", "name": "N"}),
+            json!({"email": format!("a{nul}@example.com"), "password": "tidy-otter-42-lamp", "name": "N"}),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "/v1/auth/register",
-            json!({"email": unique_email(), "password": "12345678", "name": nul}),
+            json!({"email": unique_email(), "password": "tidy-otter-42-lamp", "name": nul}),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "/v1/auth/register",
-            json!({"email": unique_email(), "password": format!("1234567{nul}"), "name": "N"}),
+            json!({"email": unique_email(), "password": format!("tidy-otter-{nul}-lamp"), "name": "N"}),
             StatusCode::CREATED,
         ),
         (
             "/v1/auth/login",
-            json!({"email": format!("a{nul}@example.com"), "password": "12345678"}),
+            json!({"email": format!("a{nul}@example.com"), "password": "tidy-otter-42-lamp"}),
             StatusCode::UNAUTHORIZED,
         ),
         (

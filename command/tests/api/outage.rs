@@ -69,7 +69,7 @@ async fn while_postgres_is_unreachable_every_endpoint_is_503_and_then_recovers()
         .unwrap();
     assert_eq!(live.status(), StatusCode::OK);
 
-    let register = json!({"email": unique_email(), "password": "12345678", "name": "N"});
+    let register = json!({"email": unique_email(), "password": "tidy-otter-42-lamp", "name": "N"});
     unavailable(app.post("/v1/auth/register", &register, None).await).await;
     let login = json!({"email": user.email, "password": "correct horse"});
     unavailable(app.post("/v1/auth/login", &login, None).await).await;

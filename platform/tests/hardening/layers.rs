@@ -29,6 +29,11 @@ fn assert_security_headers(response: &reqwest::Response, hsts: bool) {
         hsts,
         "{path}"
     );
+    assert_eq!(
+        header(response, "cache-control"),
+        Some("no-store"),
+        "{path}"
+    );
 }
 
 #[tokio::test]
@@ -220,4 +225,40 @@ async fn a_request_id_is_kept_when_sent_and_made_when_not() {
         .await
         .unwrap();
     assert!(header(&authed, "x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn a_request_id_unfit_to_store_is_replaced_by_a_fresh_one() {
+    let app = spawn(&[]).await;
+    let longest = "a".repeat(64);
+    for fit in ["A-z.0_9", longest.as_str()] {
+        let kept = app
+            .get("/v1/small")
+            .header("x-request-id", fit)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&kept, "x-request-id"), Some(fit));
+    }
+    let too_long = "a".repeat(65);
+    for unfit in [
+        too_long.as_str(),
+        "has space",
+        "semi;colon",
+        "quote\"",
+        "slash/",
+        "é",
+    ] {
+        let replaced = app
+            .get("/v1/small")
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(unfit.as_bytes()).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let id = header(&replaced, "x-request-id").unwrap();
+        assert!(id.parse::<Uuid>().is_ok(), "{unfit:?} gave {id}");
+    }
 }

@@ -350,6 +350,12 @@ impl Writer {
         .await
     }
 
+    pub async fn restore(&mut self, id: TaskId, at: DateTime<Utc>) -> Position {
+        let owner = self.owner_of(id);
+        self.run(id, owner, TaskCommand::Restore { actor: owner, at })
+            .await
+    }
+
     /// `tasks` tasks for `owners` owners, each changed a few times, some deleted.
     pub async fn busy_history(&mut self, owners: &[UserId], tasks: usize) -> Vec<TaskId> {
         let mut ids = Vec::new();

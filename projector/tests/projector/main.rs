@@ -6,4 +6,5 @@ mod helpers;
 mod measure;
 mod projection;
 mod rebuild;
+mod restore;
 mod service;

@@ -21,9 +21,49 @@ use crate::state::AppState;
         super::changes::feed,
         super::changes::stream,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Links),
 )]
 struct ApiDoc;
+
+/// A list's tasks lead to their detail and history, a detail to its history.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use tasklog_platform::openapi_links::{Link, Method, add};
+        let first = "$response.body#/tasks/0/id";
+        let missing = add(
+            openapi,
+            &[
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Get,
+                    status: "200",
+                    target: "show",
+                    id_from: first,
+                },
+                Link {
+                    path: "/v1/tasks",
+                    method: Method::Get,
+                    status: "200",
+                    target: "history",
+                    id_from: first,
+                },
+                Link {
+                    path: "/v1/tasks/{id}",
+                    method: Method::Get,
+                    status: "200",
+                    target: "history",
+                    id_from: "$response.body#/id",
+                },
+            ],
+        );
+        debug_assert!(
+            missing.is_empty(),
+            "links from absent operations: {missing:?}"
+        );
+    }
+}
 
 struct BearerAuth;
 
@@ -48,5 +88,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+    // Links need OpenAPI's spelling, which utoipa 5.5 does not write.
+    Router::new().route(
+        "/openapi.json",
+        get(|| async { Json(tasklog_platform::openapi_links::to_json(&document())) }),
+    )
 }

@@ -10,7 +10,9 @@ use serde_json::Value;
 use tasklog_events::EventStore;
 use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
 
-use crate::helpers::{NewTask, TestApp, User, spawn_app, spawn_app_behind_proxy, user};
+use crate::helpers::{
+    NewTask, TestApp, User, spawn_app, spawn_app_behind_proxy, spawn_app_with, user,
+};
 
 fn titles(page: &Value) -> Vec<&str> {
     page["tasks"]
@@ -72,6 +74,32 @@ async fn a_page_is_served_again_until_its_owner_changes() {
         .collect::<Vec<_>>();
     now.sort();
     assert_eq!(now, ["changed behind its back", "two"]);
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_leaves_other_users_pages_alone() {
+    let app = spawn_app_with(&[("MIN_POSITION_TIMEOUT_MS", "100")]).await;
+    let (alice, bob) = (user(), user());
+    let (one, _) = app.create(&alice, NewTask::titled("one")).await;
+    app.project().await;
+    assert_eq!(titles(&app.json(&alice, "/v1/tasks").await), ["one"]);
+    retitle_behind_its_back(&app, one, "changed behind its back").await;
+
+    // Bob waits for a write the projector has not reached: a genuine timeout.
+    let (_, unprojected) = app.create(&bob, NewTask::titled("pending")).await;
+    let response = app
+        .get(&bob, "/v1/tasks")
+        .header("x-min-position", unprojected.position.commit.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    assert_eq!(
+        titles(&app.json(&alice, "/v1/tasks").await),
+        ["one"],
+        "nothing of alice's changed: her page is still answered from memory"
+    );
 }
 
 #[tokio::test]

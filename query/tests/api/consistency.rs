@@ -88,8 +88,32 @@ async fn a_position_not_reached_in_time_is_a_503_with_retry_after() {
             .unwrap()
             .contains(&unprojected.position.commit.to_string())
     );
-    let response = with_min(&app, &alice, "/v1/stats", u64::MAX).await;
-    problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+}
+
+#[tokio::test]
+async fn a_position_beyond_the_logs_head_is_a_400_without_waiting() {
+    // A wait would outlast the test run: only the refusal can answer.
+    let app = spawn_app_with(&[("MIN_POSITION_TIMEOUT_MS", "60000")]).await;
+    let alice = user();
+    let (id, ack) = app.create(&alice, NewTask::titled("written")).await;
+    app.project().await;
+    let head = ack.position.commit;
+    for path in [
+        format!("/v1/tasks/{id}"),
+        "/v1/tasks".to_owned(),
+        "/v1/stats".to_owned(),
+    ] {
+        for beyond in [head + 1, 9_223_372_036_854_775_808, u64::MAX] {
+            let response = with_min(&app, &alice, &path, beyond).await;
+            let body = problem(response, StatusCode::BAD_REQUEST).await;
+            assert_eq!(field(&body), "X-Min-Position", "{path} {beyond}");
+        }
+        // The head itself is a position a write produced.
+        assert_eq!(
+            with_min(&app, &alice, &path, head).await.status(),
+            StatusCode::OK
+        );
+    }
 }
 
 #[tokio::test]

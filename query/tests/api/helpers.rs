@@ -111,6 +111,8 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
         ("REDIS_PREFIX", prefix.as_str()),
         // Tests walk many pages as one user; one test turns the limit on.
         ("RATE_LIMIT_API", "0"),
+        // The development secret needs development said explicitly.
+        ("TASKLOG_ENV", "development"),
     ];
     pairs.extend(env.iter().copied());
     let env = Env::from_pairs(pairs);

@@ -67,6 +67,22 @@ async fn health_readiness_and_the_openapi_document() {
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
+    // Links walk a fuzzer from a list to a detail and a history.
+    let links = &doc["paths"]["/v1/tasks"]["get"]["responses"]["200"]["links"];
+    assert_eq!(links["show"]["operationId"], "show", "{links}");
+    assert_eq!(
+        links["history"]["parameters"]["id"],
+        "$response.body#/tasks/0/id"
+    );
+    let links = &doc["paths"]["/v1/tasks/{id}"]["get"]["responses"]["200"]["links"];
+    assert_eq!(links["history"]["operationId"], "history", "{links}");
+    for op in ["list", "show", "history"] {
+        assert!(
+            doc.to_string()
+                .contains(&format!("\"operationId\":\"{op}\"")),
+            "{op}"
+        );
+    }
     let params: Vec<&str> = doc["paths"]["/v1/tasks"]["get"]["parameters"]
         .as_array()
         .unwrap()

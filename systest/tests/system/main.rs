@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod changes;
+mod edge;
+mod error_tracking;
 mod failures;
 mod gateway;
 mod lifecycle;
@@ -19,4 +21,10 @@ fn binaries() -> Binaries {
 
 async fn start() -> System {
     System::start(binaries()).await.expect("the system starts")
+}
+
+async fn start_with(env: &[(&str, &str)]) -> System {
+    System::start_with(binaries(), env)
+        .await
+        .expect("the system starts")
 }

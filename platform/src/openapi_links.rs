@@ -1,0 +1,100 @@
+//! OpenAPI links: how the id in one operation's answer feeds the next
+//! operation (create → change, list → detail → history), so a stateful
+//! fuzzer or a client generator can walk the API with real ids.
+
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{OpenApi, RefOr};
+
+/// Which operation of a path.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+/// One link: from `path`'s `method` answering `status`, to the operation
+/// `target` (its operation id), with its `id` parameter taken from the
+/// answer by `id_from` (a runtime expression, e.g. `$response.body#/id`).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub path: &'static str,
+    pub method: Method,
+    pub status: &'static str,
+    pub target: &'static str,
+    pub id_from: &'static str,
+}
+
+fn operation<'d>(doc: &'d mut OpenApi, path: &str, method: Method) -> Option<&'d mut Operation> {
+    let item = doc.paths.paths.get_mut(path)?;
+    match method {
+        Method::Get => item.get.as_mut(),
+        Method::Post => item.post.as_mut(),
+        Method::Patch => item.patch.as_mut(),
+        Method::Delete => item.delete.as_mut(),
+    }
+}
+
+/// Adds each link to the document; a link whose source is not in it is a
+/// bug the services' tests catch (`missing` names them).
+pub fn add(doc: &mut OpenApi, links: &[Link]) -> Vec<Link> {
+    let mut missing = Vec::new();
+    for link in links {
+        let response = operation(doc, link.path, link.method)
+            .and_then(|op| op.responses.responses.get_mut(link.status));
+        let Some(RefOr::T(response)) = response else {
+            missing.push(*link);
+            continue;
+        };
+        response.links.insert(
+            link.target.to_owned(),
+            RefOr::T(
+                LinkBuilder::new()
+                    .operation_id(link.target)
+                    .parameter("id", link.id_from)
+                    .build(),
+            ),
+        );
+    }
+    missing
+}
+
+/// The document as JSON, with each link's fields in OpenAPI's spelling:
+/// utoipa 5.5 writes a link's `operationId` and `operationRef` in snake
+/// case, which no tool reads (schemathesis refuses such links).
+pub fn to_json(doc: &OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    let operations = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_object_mut);
+        for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+            let links = response
+                .get_mut("links")
+                .and_then(serde_json::Value::as_object_mut);
+            for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                if let Some(link) = link.as_object_mut() {
+                    for (snake, camel) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(value) = link.remove(snake) {
+                            link.insert(camel.to_owned(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    json
+}
