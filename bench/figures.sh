@@ -40,9 +40,9 @@ figure() { # file, python expression over r (the report)
 
 if wants create; then
     load create32 create --users 64 --connections 32 --duration "$DURATION"
-    ONLY=append APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
+    ONLY=append,insert APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
     figure "$OUT/create32.json" "'creates/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
-    grep pgbench_append "$OUT/limits-append.jsonl"
+    grep -E 'pgbench_(append|insert)' "$OUT/limits-append.jsonl"
 fi
 
 if wants patch; then

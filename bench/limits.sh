@@ -4,6 +4,10 @@
 #   append  pgbench, single-event append transactions through
 #           the log's append_batch as the Postgres adapter sends them
 #           (events/bench/append.sql), at each of APPEND_CLIENTS clients;
+#   insert  pgbench, the plain reference for an append: one INSERT of a
+#           ~300-byte jsonb event into a table with a primary key and a
+#           stream index, one transaction each (bench/pgbench/insert.sql),
+#           at each of APPEND_CLIENTS clients;
 #   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
 #           index-less generation table, then its indexes, as `projector
 #           rebuild` does (rows/s for the COPY alone and with the indexes);
@@ -12,12 +16,12 @@
 # Figures go to stdout as one JSON object per line; progress to stderr.
 #
 #   bench/limits.sh                      # everything
-#   ONLY=append bench/limits.sh          # or copy, list (list loads the rows
+#   ONLY=append bench/limits.sh          # or insert, copy, list (list loads the rows
 #                                        # as copy does, without its figures)
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
 # SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32),
-# ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,copy,list),
+# ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,insert,copy,list),
 # APPEND_NOTIFY (1; 0 measures appends without the NOTIFY).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +33,7 @@ LIST_CLIENTS=${LIST_CLIENTS:-32}
 ROWS=${ROWS:-1000000}
 OWNERS=${OWNERS:-10000}
 THREADS=${THREADS:-$(nproc)}
-ONLY=${ONLY:-append,copy,list}
+ONLY=${ONLY:-append,insert,copy,list}
 DB=tasklog_limits_$$
 TMP=$(mktemp -d)
 
@@ -93,6 +97,13 @@ if wants append; then
         run_pgbench pgbench_append "$c" events/bench/append.sql
     done
     psql_db -At -f events/bench/count.sql
+fi
+
+if wants insert; then
+    psql_db -f bench/pgbench/insert_table.sql
+    for c in $APPEND_CLIENTS; do
+        run_pgbench pgbench_insert "$c" bench/pgbench/insert.sql
+    done
 fi
 
 if wants copy || wants list; then

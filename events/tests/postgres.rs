@@ -192,6 +192,7 @@ async fn store_with_workers(workers: usize) -> (TestDb, PgEventStore) {
     let store = PgEventStore::new(db.pool().clone()).with_group_commit(GroupCommitSettings {
         workers,
         max_batch: 128,
+        ..GroupCommitSettings::default()
     });
     store.migrate().await.expect("migrate the event log");
     (db, store)

@@ -121,17 +121,36 @@ pub use proxy::TcpProxy;
 mod proxy {
     //! A TCP proxy in front of Postgres or Redis that a test can cut and
     //! restore, to see a service through an outage without stopping the
-    //! shared server.
+    //! shared server. For Postgres it can also cut one connection at the
+    //! worst moment for a client: right after the server said a statement
+    //! completed, before it said it is ready again (`ReadyForQuery`), so the
+    //! client cannot tell whether its transaction committed.
 
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
     use tokio::task::AbortHandle;
+
+    /// What the proxy does with a new connection.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        /// Relays it.
+        Up,
+        /// Accepts and closes it at once, like a dead server behind a live port.
+        Down,
+        /// Does not listen: the connection is refused, like a stopped server.
+        Refusing,
+    }
 
     pub struct TcpProxy {
         port: u16,
-        up: Arc<AtomicBool>,
+        mode: watch::Sender<Mode>,
+        cut_after_complete: Arc<AtomicBool>,
         links: Arc<Mutex<Vec<AbortHandle>>>,
         accept: AbortHandle,
     }
@@ -144,32 +163,23 @@ mod proxy {
         pub async fn start(target: impl Into<String>, up: bool) -> std::io::Result<TcpProxy> {
             let target = target.into();
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr()?.port();
-            let flag = Arc::new(AtomicBool::new(up));
+            let addr = listener.local_addr()?;
+            let (mode, modes) = watch::channel(if up { Mode::Up } else { Mode::Down });
+            let cut_after_complete = Arc::new(AtomicBool::new(false));
             let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-            let (accept_flag, accept_links) = (flag.clone(), links.clone());
-            let accept = tokio::spawn(async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    // Down: the connection is closed at once, like a dead server.
-                    if !accept_flag.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    let target = target.clone();
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                    accept_links
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(link.abort_handle());
-                }
-            })
+            let accept = tokio::spawn(accept_loop(
+                listener,
+                addr,
+                modes,
+                target,
+                cut_after_complete.clone(),
+                links.clone(),
+            ))
             .abort_handle();
             Ok(TcpProxy {
-                port,
-                up: flag,
+                port: addr.port(),
+                mode,
+                cut_after_complete,
                 links,
                 accept,
             })
@@ -184,9 +194,9 @@ mod proxy {
             format!("127.0.0.1:{}", self.port)
         }
 
-        /// Cuts every open connection and refuses new ones.
+        /// Cuts every open connection and closes new ones as soon as they open.
         pub fn down(&self) {
-            self.up.store(false, Ordering::SeqCst);
+            self.mode.send_replace(Mode::Down);
             for link in self
                 .links
                 .lock()
@@ -197,8 +207,33 @@ mod proxy {
             }
         }
 
+        /// Stops listening, so new connections are refused as by a stopped
+        /// server (clients that retry a refused connect keep retrying), while
+        /// the open ones run on.
+        pub fn refuse_new(&self) {
+            self.mode.send_replace(Mode::Refusing);
+        }
+
+        /// Relays new connections again (listening again on the same port).
         pub fn up(&self) {
-            self.up.store(true, Ordering::SeqCst);
+            self.mode.send_replace(Mode::Up);
+        }
+
+        /// Arms a one-shot fault for a Postgres target: the next
+        /// `CommandComplete` any connection receives is relayed, and that
+        /// connection is then cut before the `ReadyForQuery` behind it. With
+        /// an implicit transaction the server has committed by then (it
+        /// commits at `Sync`, before it flushes both messages), so the client
+        /// sees its statement complete and then loses the connection.
+        /// Connections must not use TLS (`sslmode=disable`): the proxy reads
+        /// the protocol's message frames.
+        pub fn cut_after_next_command_complete(&self) {
+            self.cut_after_complete.store(true, Ordering::SeqCst);
+        }
+
+        /// Whether an armed cut is still waiting for its `CommandComplete`.
+        pub fn cut_pending(&self) -> bool {
+            self.cut_after_complete.load(Ordering::SeqCst)
         }
     }
 
@@ -206,6 +241,225 @@ mod proxy {
         fn drop(&mut self) {
             self.down();
             self.accept.abort();
+        }
+    }
+
+    async fn accept_loop(
+        listener: TcpListener,
+        addr: SocketAddr,
+        mut modes: watch::Receiver<Mode>,
+        target: String,
+        cut: Arc<AtomicBool>,
+        links: Arc<Mutex<Vec<AbortHandle>>>,
+    ) {
+        let mut listener = Some(listener);
+        loop {
+            let mode = *modes.borrow_and_update();
+            if mode == Mode::Refusing {
+                listener = None;
+            } else if listener.is_none() {
+                listener = TcpListener::bind(addr).await.ok();
+            }
+            let Some(open) = &listener else {
+                if modes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            tokio::select! {
+                accepted = open.accept() => {
+                    let Ok((client, _)) = accepted else { continue };
+                    // Down: the connection is closed at once, like a dead server.
+                    if *modes.borrow() != Mode::Up {
+                        continue;
+                    }
+                    let link = tokio::spawn(relay(client, target.clone(), cut.clone()));
+                    links
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(link.abort_handle());
+                }
+                changed = modes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first eight bytes of an `SSLRequest` or `GSSENCRequest`: the server
+    /// answers either with one untyped byte.
+    fn is_encryption_request(first: &[u8]) -> bool {
+        const SSL: [u8; 4] = 80_877_103_u32.to_be_bytes();
+        const GSS: [u8; 4] = 80_877_104_u32.to_be_bytes();
+        first.len() == 8
+            && first[..4] == 8_u32.to_be_bytes()
+            && (first[4..] == SSL || first[4..] == GSS)
+    }
+
+    async fn relay(client: TcpStream, target: String, cut: Arc<AtomicBool>) {
+        let Ok(server) = TcpStream::connect(target).await else {
+            return;
+        };
+        let mut first = [0_u8; 8];
+        let untyped_answer =
+            matches!(client.peek(&mut first).await, Ok(8) if is_encryption_request(&first));
+        let (mut client_read, mut client_write) = client.into_split();
+        let (server_read, mut server_write) = server.into_split();
+        let upstream = async {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            let _ = server_write.shutdown().await;
+        };
+        let downstream = downstream(server_read, &mut client_write, untyped_answer, &cut);
+        tokio::pin!(downstream);
+        tokio::select! {
+            () = upstream => { let _ = (&mut downstream).await; }
+            () = &mut downstream => {}
+        }
+    }
+
+    /// Copies the server's bytes to the client, following Postgres message
+    /// frames so an armed cut can stop right after a `CommandComplete`.
+    async fn downstream(
+        mut server: OwnedReadHalf,
+        client: &mut OwnedWriteHalf,
+        untyped_answer: bool,
+        cut: &AtomicBool,
+    ) {
+        let mut frames = Frames::new(untyped_answer);
+        let mut buf = vec![0_u8; 16 * 1024];
+        loop {
+            let n = match server.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let complete_end = frames.advance(chunk);
+            if let Some(end) = complete_end {
+                if cut
+                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    let _ = client.write_all(&chunk[..end]).await;
+                    let _ = client.flush().await;
+                    return;
+                }
+            }
+            if client.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = client.shutdown().await;
+    }
+
+    /// Where the server's messages begin and end: a type byte, a four-byte
+    /// length that counts itself, the body. Anything that does not parse
+    /// (TLS, or not Postgres at all) is passed on without looking further.
+    struct Frames {
+        untyped_answer: bool,
+        header: Vec<u8>,
+        body_left: usize,
+        in_command_complete: bool,
+        opaque: bool,
+    }
+
+    impl Frames {
+        fn new(untyped_answer: bool) -> Self {
+            Self {
+                untyped_answer,
+                header: Vec::with_capacity(5),
+                body_left: 0,
+                in_command_complete: false,
+                opaque: false,
+            }
+        }
+
+        /// Consumes one chunk; returns the offset just past the first
+        /// `CommandComplete` that ends in it.
+        fn advance(&mut self, chunk: &[u8]) -> Option<usize> {
+            let mut found = None;
+            let mut i = 0;
+            while i < chunk.len() && !self.opaque {
+                if self.untyped_answer {
+                    self.untyped_answer = false;
+                    // 'S': TLS follows, which cannot be read; 'N': plain.
+                    self.opaque = chunk[i] != b'N';
+                    i += 1;
+                    continue;
+                }
+                if self.body_left > 0 {
+                    let take = self.body_left.min(chunk.len() - i);
+                    self.body_left -= take;
+                    i += take;
+                    if self.body_left == 0 && self.in_command_complete && found.is_none() {
+                        found = Some(i);
+                    }
+                    continue;
+                }
+                self.header.push(chunk[i]);
+                i += 1;
+                if self.header.len() == 5 {
+                    let len = u32::from_be_bytes([
+                        self.header[1],
+                        self.header[2],
+                        self.header[3],
+                        self.header[4],
+                    ]);
+                    let Some(body) = usize::try_from(len).ok().and_then(|l| l.checked_sub(4))
+                    else {
+                        self.opaque = true;
+                        break;
+                    };
+                    self.in_command_complete = self.header[0] == b'C';
+                    self.header.clear();
+                    self.body_left = body;
+                    if body == 0 && self.in_command_complete && found.is_none() {
+                        found = Some(i);
+                    }
+                }
+            }
+            found
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+            let mut m = vec![kind];
+            m.extend_from_slice(&u32::try_from(body.len() + 4).unwrap_or(0).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        }
+
+        #[test]
+        fn the_end_of_a_command_complete_is_found_across_chunks() {
+            let mut bytes = message(b'D', b"row");
+            bytes.extend(message(b'C', b"SELECT 1\0"));
+            let end = bytes.len();
+            bytes.extend(message(b'Z', b"I"));
+            let mut frames = Frames::new(true);
+            assert_eq!(frames.advance(b"N"), None);
+            let (a, b) = bytes.split_at(10);
+            assert_eq!(frames.advance(a), None);
+            assert_eq!(frames.advance(b), Some(end - 10));
+        }
+
+        #[test]
+        fn tls_is_passed_on_unread() {
+            let mut frames = Frames::new(true);
+            assert_eq!(frames.advance(b"S"), None);
+            assert_eq!(frames.advance(&message(b'C', b"x")), None);
+        }
+
+        #[test]
+        fn only_encryption_requests_get_an_untyped_answer() {
+            let mut ssl = 8_u32.to_be_bytes().to_vec();
+            ssl.extend(80_877_103_u32.to_be_bytes());
+            assert!(is_encryption_request(&ssl));
+            assert!(!is_encryption_request(b"*1\r\n$4\r\n"));
         }
     }
 }

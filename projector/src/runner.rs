@@ -207,6 +207,7 @@ pub async fn project_while_held<P: Projection>(
 
 /// Applies one piece, retrying failures with backoff until it is in, the
 /// checkpoint turns out moved, or the projection must stop.
+#[tracing::instrument(skip_all, fields(projection = projection.name(), events = events.len()))]
 async fn apply_piece<P: Projection>(
     projection: &P,
     store: &dyn EventStore,

@@ -30,6 +30,7 @@ struct Folded<'a> {
 
 /// Reads the stored rows the fold needs (none when every touched task is
 /// created in the batch), then folds `decoded` into them.
+#[tracing::instrument(skip_all, fields(events = decoded.len()))]
 async fn fold_batch<'a>(
     conn: &mut PgConnection,
     generation: i32,
@@ -62,6 +63,7 @@ async fn fold_batch<'a>(
 /// rebuild's swap) makes this UPDATE find no row. The rows are written only
 /// `WHERE EXISTS (SELECT FROM moved)`, so never without the checkpoint.
 /// Returns false when the checkpoint had moved.
+#[tracing::instrument(skip_all, fields(upserts = batch.upserts.len(), deletes = batch.deletes.len()))]
 async fn commit_batch(
     conn: &mut PgConnection,
     expected: TasksCheckpoint,

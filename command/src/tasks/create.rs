@@ -116,7 +116,10 @@ pub async fn create_task(
     }
     Ok(Created {
         ack,
-        replayed: outcome.duplicate,
+        // Without a key the event ids are fresh, so stored ids can only be
+        // this request's own: the log answers "duplicate" when it settled a
+        // commit whose reply was lost (events/src/store/postgres/group_commit.rs).
+        replayed: outcome.duplicate && ctx.idempotency_key.is_some(),
     })
 }
 

@@ -85,6 +85,7 @@ struct Existing {
 ///
 /// # Errors
 /// When the database fails.
+#[tracing::instrument(skip_all)]
 pub async fn claim<R: DeserializeOwned>(
     pool: &PgPool,
     user: UserId,
@@ -131,6 +132,7 @@ pub async fn claim<R: DeserializeOwned>(
 ///
 /// # Errors
 /// When the database fails.
+#[tracing::instrument(skip_all)]
 pub async fn complete<R: Serialize + Sync>(
     pool: &PgPool,
     user: UserId,

@@ -59,6 +59,7 @@ pub struct Page {
 ///
 /// # Errors
 /// When Postgres fails.
+#[tracing::instrument(skip_all, fields(limit = q.limit))]
 pub async fn list(
     db: impl PgExecutor<'_>,
     owner: Uuid,
@@ -85,6 +86,7 @@ pub async fn list(
 ///
 /// # Errors
 /// When Postgres fails.
+#[tracing::instrument(skip_all, fields(page, limit = q.limit))]
 pub async fn numbered(
     conn: &mut PgConnection,
     owner: Uuid,
@@ -155,6 +157,7 @@ pub async fn explain_list(
 ///
 /// # Errors
 /// When Postgres fails.
+#[tracing::instrument(skip_all, fields(task_id = %id))]
 pub async fn get(
     db: impl PgExecutor<'_>,
     owner: Uuid,

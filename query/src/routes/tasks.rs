@@ -78,6 +78,7 @@ pub(crate) struct History {
         (status = 400, description = "a parameter is invalid; errors[0].field names it", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
+#[tracing::instrument(skip_all, fields(user = %reader.user))]
 pub(crate) async fn list(
     reader: Reader,
     State(app): State<AppState>,

@@ -6,17 +6,29 @@
 //! A few worker tasks take turns: each takes every append queued so far and
 //! commits them together, so under load batches grow by themselves and with
 //! one writer nothing waits.
+//!
+//! When a batch's statement fails, `settle` finds each append's true outcome
+//! for the callers still waiting, within `settle_within`: the event ids make
+//! re-running an append harmless (a stored one comes back as a duplicate).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::{AppendRow, NOTIFY_CHANNEL, is_unique_violation, outcome_of, to_i64};
+use super::{AppendRow, NOTIFY_CHANNEL, outcome_of, to_i64};
 use crate::store::{AppendOutcome, ExpectedVersion, NewEvent, StoreError};
 
-/// Appends that lose a race on a version retry this often before giving up.
-const RACE_RETRIES: usize = 5;
+/// An append re-runs this often (a lost version race, a broken connection)
+/// before its caller is told the log is unavailable.
+const RERUNS: usize = 5;
+
+/// Most appends one batch can carry: `append_seq`, an append's place in its
+/// transaction, is a smallint numbered from 0 (migration 0004 checks the same).
+pub const MAX_BATCH: usize = 32_768;
 
 pub(super) struct Pending {
     pub stream_id: String,
@@ -30,8 +42,13 @@ pub(super) struct Pending {
 pub struct GroupCommitSettings {
     /// Transactions in flight at once; each holds one connection.
     pub workers: usize,
-    /// Most appends in one transaction.
+    /// Most appends in one transaction (at most `MAX_BATCH`).
     pub max_batch: usize,
+    /// How long a batch whose statement failed may spend finding out what
+    /// became of its appends (re-running them) before the callers still
+    /// waiting are told the log is unavailable. Keep it below the callers'
+    /// own timeout.
+    pub settle_within: Duration,
 }
 
 impl Default for GroupCommitSettings {
@@ -39,7 +56,15 @@ impl Default for GroupCommitSettings {
         Self {
             workers: 4,
             max_batch: 128,
+            settle_within: Duration::from_secs(5),
         }
+    }
+}
+
+impl GroupCommitSettings {
+    /// `max_batch` within what one transaction can number.
+    fn batch_limit(&self) -> usize {
+        self.max_batch.clamp(1, MAX_BATCH)
     }
 }
 
@@ -55,7 +80,7 @@ impl GroupCommit {
         let (queue, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..settings.workers.max(1) {
-            tokio::spawn(worker(pool.clone(), rx.clone(), settings.max_batch.max(1)));
+            tokio::spawn(worker(pool.clone(), rx.clone(), settings));
         }
         Self { queue }
     }
@@ -85,10 +110,11 @@ impl GroupCommit {
 async fn worker(
     pool: PgPool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    max_batch: usize,
+    settings: GroupCommitSettings,
 ) {
+    let max_batch = settings.batch_limit();
     loop {
-        let batch = {
+        let mut batch = {
             let mut queue = queue.lock().await;
             let Some(first) = queue.recv().await else {
                 return;
@@ -102,7 +128,17 @@ async fn worker(
             }
             batch
         };
-        commit(&pool, batch).await;
+        // A caller that stopped waiting (its request timed out or its client
+        // left) has been answered already; writing for it now would store
+        // what it was told may not be stored.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        match append_batch(&pool, &batch).await {
+            Ok(rows) => answer(&pool, batch, rows, false).await,
+            Err(e) => settle(&pool, batch, e, Instant::now() + settings.settle_within).await,
+        }
     }
 }
 
@@ -118,69 +154,187 @@ async fn notify(pool: &PgPool) {
     }
 }
 
-async fn commit(pool: &PgPool, batch: Vec<Pending>) {
-    match append_batch(pool, &batch).await {
-        Ok(rows) if rows.len() == batch.len() => {
-            // Before the replies, so a client that reads its write at once
-            // finds subscribers already woken.
-            if rows.iter().any(|r| r.outcome == "appended") {
-                notify(pool).await;
-            }
-            for (pending, row) in batch.into_iter().zip(rows) {
-                let _ = pending.reply.send(outcome_of(row, pending.expected));
-            }
+/// Replies to each append of a batch with its row of the append function.
+/// `settled`: the batch ran again after a failure, so an earlier run may have
+/// committed without waking anyone.
+async fn answer(pool: &PgPool, batch: Vec<Pending>, rows: Vec<AppendRow>, settled: bool) {
+    if rows.len() != batch.len() {
+        let message = format!("batch of {} got {} results", batch.len(), rows.len());
+        for pending in batch {
+            let _ = pending
+                .reply
+                .send(Err(StoreError::Corrupt(message.clone())));
         }
-        Ok(rows) => {
-            let message = format!("batch of {} got {} results", batch.len(), rows.len());
-            for pending in batch {
-                let _ = pending
-                    .reply
-                    .send(Err(StoreError::Corrupt(message.clone())));
-            }
+        return;
+    }
+    // Before the replies, so a client that reads its write at once finds
+    // subscribers already woken.
+    if rows
+        .iter()
+        .any(|r| r.outcome == "appended" || (settled && r.outcome == "duplicate"))
+    {
+        notify(pool).await;
+    }
+    for (pending, row) in batch.into_iter().zip(rows) {
+        let _ = pending.reply.send(outcome_of(row, pending.expected));
+    }
+}
+
+/// What a failed statement says about the appends it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing was committed, and one append may be the cause (a version or
+    /// event-id race with another transaction, a value the server refused):
+    /// run each on its own so only that one fails.
+    PerAppend,
+    /// The commit may have happened or not (the connection broke, the
+    /// backend was terminated around the commit), or the transaction was
+    /// rolled back as a whole for a passing reason (deadlock, serialization):
+    /// run the batch again with the same event ids.
+    Unknown,
+    /// Nothing was committed and running again now fails the same way (no
+    /// connection to be had, the server is read-only or out of resources):
+    /// tell every caller the log is unavailable.
+    Refused,
+}
+
+fn classify(e: &sqlx::Error) -> Failure {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .map_or(Failure::PerAppend, |c| classify_sqlstate(&c)),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Configuration(_) => {
+            Failure::Refused
         }
-        // A statement error (a version race with another transaction, most
-        // likely) aborted everyone's transaction: run each append on its own,
-        // so only the one that really conflicts fails.
-        Err(e @ sqlx::Error::Database(_)) => {
-            tracing::debug!(error = %e, appends = batch.len(), "batch aborted; appending one by one");
-            for pending in batch {
-                let result = append_alone(pool, &pending).await;
-                let _ = pending.reply.send(result);
-            }
+        // I/O, TLS, protocol and decoding errors: the statement may have run.
+        _ => Failure::Unknown,
+    }
+}
+
+fn classify_sqlstate(code: &str) -> Failure {
+    match code {
+        // Terminated or crashed backends can report it after their commit.
+        "57P01" | "57P02" => Failure::Unknown,
+        _ => match code.get(..2) {
+            // Connection exceptions; transaction rollbacks (deadlock,
+            // serialization, statement completion unknown).
+            Some("08" | "40") => Failure::Unknown,
+            // Invalid transaction state (read-only), insufficient resources,
+            // operator intervention (cancel, cannot connect now), system and
+            // internal errors.
+            Some("25" | "53" | "57" | "58" | "XX") => Failure::Refused,
+            _ => Failure::PerAppend,
+        },
+    }
+}
+
+fn unavailable(e: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string().into())
+}
+
+/// A connection by `deadline` at the latest.
+async fn acquire(
+    pool: &PgPool,
+    deadline: Instant,
+) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    tokio::time::timeout_at(deadline, pool.acquire())
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}
+
+/// Finds out, within `deadline`, what became of a batch whose statement
+/// failed, and answers each caller still waiting with that: its outcome, or
+/// "unavailable" when the log could not tell in time.
+async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, deadline: Instant) {
+    let mut reruns = 0;
+    loop {
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            return;
         }
-        Err(e) => {
-            let message = e.to_string();
-            for pending in batch {
-                let _ = pending
-                    .reply
-                    .send(Err(StoreError::Unavailable(message.clone().into())));
+        match classify(&error) {
+            Failure::PerAppend => {
+                tracing::debug!(error = %error, appends = batch.len(), "batch aborted; appending one by one");
+                return one_by_one(pool, batch, deadline).await;
+            }
+            Failure::Unknown if reruns < RERUNS && Instant::now() < deadline => {
+                tracing::debug!(error = %error, appends = batch.len(), "batch outcome unknown; running it again");
+                reruns += 1;
+                let rerun = match acquire(pool, deadline).await {
+                    Ok(mut conn) => append_batch(&mut *conn, &batch).await,
+                    Err(e) => Err(e),
+                };
+                match rerun {
+                    Ok(rows) => return answer(pool, batch, rows, true).await,
+                    Err(e) => error = e,
+                }
+            }
+            Failure::Unknown | Failure::Refused => {
+                tracing::debug!(error = %error, appends = batch.len(), "batch failed");
+                for pending in batch {
+                    let _ = pending.reply.send(Err(unavailable(&error)));
+                }
+                return;
             }
         }
     }
 }
 
-async fn append_alone(pool: &PgPool, pending: &Pending) -> Result<AppendOutcome, StoreError> {
-    let mut attempt = 0;
+/// Each append in a transaction of its own, for the callers still waiting,
+/// until `deadline`; the rest are told the log is unavailable.
+async fn one_by_one(pool: &PgPool, batch: Vec<Pending>, deadline: Instant) {
+    for pending in batch {
+        if pending.reply.is_closed() {
+            continue;
+        }
+        let result = append_alone(pool, &pending, deadline).await;
+        let _ = pending.reply.send(result);
+    }
+}
+
+async fn append_alone(
+    pool: &PgPool,
+    pending: &Pending,
+    deadline: Instant,
+) -> Result<AppendOutcome, StoreError> {
+    let mut reruns = 0;
     loop {
-        match append_batch(pool, std::slice::from_ref(pending)).await {
+        let result = match acquire(pool, deadline).await {
+            Ok(mut conn) => append_batch(&mut *conn, std::slice::from_ref(pending)).await,
+            Err(e) => Err(e),
+        };
+        let error = match result {
             Ok(mut rows) => {
                 let row = rows
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?;
-                if row.outcome == "appended" {
+                if row.outcome == "appended" || (reruns > 0 && row.outcome == "duplicate") {
                     notify(pool).await;
                 }
                 return outcome_of(row, pending.expected);
             }
-            // Another appender took the same version or id first; now that it
-            // has committed, running again gives the exact outcome.
-            Err(e) if is_unique_violation(&e) && attempt < RACE_RETRIES => attempt += 1,
-            Err(e) => return Err(StoreError::unavailable(e)),
+            Err(e) => e,
+        };
+        // Another appender took the same version or id first (now that it
+        // has committed, running again gives the exact outcome), or the
+        // connection broke (running again finds the events if they were
+        // stored).
+        let again = is_unique_violation(&error) || classify(&error) == Failure::Unknown;
+        if !again || reruns >= RERUNS || Instant::now() >= deadline || pending.reply.is_closed() {
+            return Err(unavailable(&error));
         }
+        reruns += 1;
     }
 }
 
-async fn append_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRow>, sqlx::Error> {
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+async fn append_batch<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    batch: &[Pending],
+) -> Result<Vec<AppendRow>, sqlx::Error> {
     let total: usize = batch.iter().map(|p| p.events.len()).sum();
     let mut streams = Vec::with_capacity(batch.len());
     let mut expected = Vec::with_capacity(batch.len());
@@ -218,6 +372,45 @@ async fn append_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRow>
     .bind(&schemas)
     .bind(&data)
     .bind(&metadata)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_never_outgrows_the_append_numbering() {
+        let settings = |max_batch| GroupCommitSettings {
+            max_batch,
+            ..GroupCommitSettings::default()
+        };
+        assert_eq!(settings(100_000).batch_limit(), 32_768);
+        assert_eq!(settings(0).batch_limit(), 1);
+        assert_eq!(settings(128).batch_limit(), 128);
+        // Numbered from 0, the last append of a full batch is a smallint's top.
+        assert_eq!(i16::try_from(MAX_BATCH - 1), Ok(i16::MAX));
+    }
+
+    #[test]
+    fn errors_are_sorted_by_what_they_say_about_the_batch() {
+        for (code, want) in [
+            ("23505", Failure::PerAppend),
+            ("22P02", Failure::PerAppend),
+            ("57P01", Failure::Unknown),
+            ("08006", Failure::Unknown),
+            ("40P01", Failure::Unknown),
+            ("40001", Failure::Unknown),
+            ("25006", Failure::Refused),
+            ("53300", Failure::Refused),
+            ("57014", Failure::Refused),
+            ("XX000", Failure::Refused),
+        ] {
+            assert_eq!(classify_sqlstate(code), want, "{code}");
+        }
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Refused);
+        let io = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(classify(&sqlx::Error::Io(io)), Failure::Unknown);
+    }
 }

@@ -14,7 +14,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-pub use group_commit::GroupCommitSettings;
+pub use group_commit::{GroupCommitSettings, MAX_BATCH};
 pub use migrate::{MigrateError, migrate_schema};
 
 use group_commit::GroupCommit;
@@ -123,10 +123,6 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative position or version {v}")))
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 /// The commit position a client sees: the appending transaction, then the

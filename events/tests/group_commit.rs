@@ -1,0 +1,355 @@
+//! Group commit when things go wrong: a commit whose reply is lost, a batch
+//! whose backend is terminated while connections are refused, twin appends
+//! racing, and a batch larger than an append's number in its transaction can
+//! hold. Against a real Postgres, through a TCP proxy where a fault is needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot set up should fail loudly
+
+#[allow(dead_code)] // only its event builders are used here
+mod contract;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contract::{event, stream};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{PgPool, Row};
+use tasklog_events::store::postgres::{GroupCommitSettings, PgEventStore};
+use tasklog_events::{EventStore, ExpectedVersion, NewEvent, StoreError};
+use tasklog_platform::testing::{TcpProxy, TestDb};
+use tokio::time::Instant;
+
+/// A log whose pool reaches Postgres through a proxy the test controls.
+struct Proxied {
+    db: TestDb,
+    proxy: TcpProxy,
+    store: Arc<PgEventStore>,
+}
+
+async fn proxied(settings: GroupCommitSettings, acquire_timeout: Duration) -> Proxied {
+    let db = TestDb::new().await.expect("test database");
+    PgEventStore::new(db.pool().clone())
+        .migrate()
+        .await
+        .expect("migrate the event log");
+    let direct: PgConnectOptions = db.url().parse().unwrap();
+    let target = format!("{}:{}", direct.get_host(), direct.get_port());
+    let proxy = TcpProxy::start(target, true).await.unwrap();
+    // Plain text: the proxy reads the protocol's frames.
+    let options = direct
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .ssl_mode(PgSslMode::Disable);
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(settings.workers).unwrap())
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options);
+    let store = Arc::new(PgEventStore::new(pool).with_group_commit(settings));
+    Proxied { db, proxy, store }
+}
+
+fn one_worker(settle_within: Duration) -> GroupCommitSettings {
+    GroupCommitSettings {
+        workers: 1,
+        max_batch: 128,
+        settle_within,
+    }
+}
+
+async fn stored_ids(pool: &PgPool, stream_id: &str) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar("SELECT event_id FROM eventlog.events WHERE stream_id = $1 ORDER BY version")
+        .bind(stream_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Calls `eventlog.append_batch` as the adapter does, on `conn`.
+async fn append_batch_sql<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    appends: &[(&str, Option<i64>, &[NewEvent])],
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    let events = appends.iter().flat_map(|(_, _, e)| e.iter());
+    sqlx::query("SELECT * FROM eventlog.append_batch($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(appends.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(appends.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(
+            appends
+                .iter()
+                .map(|a| i32::try_from(a.2.len()).unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.clone().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .clone()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.clone().map(|e| e.schema_version).collect::<Vec<_>>())
+        .bind(events.clone().map(|e| e.data.clone()).collect::<Vec<_>>())
+        .bind(
+            events
+                .map(|e| serde_json::to_value(&e.metadata).unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(conn)
+        .await
+}
+
+/// The server commits, the connection is cut before its reply: each caller
+/// gets its append's real outcome (its events are stored), not "unavailable",
+/// so a retried create does not make a second task and a retried
+/// conditional change does not meet its own write as a conflict.
+#[tokio::test]
+async fn a_commit_whose_reply_is_lost_is_answered_with_its_real_outcome() {
+    let log = proxied(one_worker(Duration::from_secs(10)), Duration::from_secs(5)).await;
+    let store = log.store.clone();
+    let changed = stream();
+    let first = store
+        .append(&changed, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    assert_eq!(first.version, 0);
+
+    log.proxy.cut_after_next_command_complete();
+    let created = stream();
+    let (create, change) = (vec![event(1)], vec![event(2), event(3)]);
+    let (got_create, got_change) = tokio::join!(
+        store.append(&created, ExpectedVersion::NoStream, create.clone()),
+        store.append(&changed, ExpectedVersion::Exact(0), change.clone()),
+    );
+    assert!(!log.proxy.cut_pending(), "the connection was never cut");
+
+    let got_create = got_create.expect("a committed create is not a failure");
+    let got_change = got_change.expect("a committed change is not a failure");
+    assert_eq!(got_create.version, 0);
+    assert_eq!(got_change.version, 2);
+    let pool = log.db.pool();
+    assert_eq!(stored_ids(pool, &created).await, vec![create[0].event_id]);
+    assert_eq!(
+        stored_ids(pool, &changed).await,
+        vec![
+            first_id(&store, &changed).await,
+            change[0].event_id,
+            change[1].event_id
+        ]
+    );
+    // The positions answered are where the events are.
+    let last = store.read_stream(&changed, 2, None).await.unwrap();
+    assert_eq!(last[0].position, got_change.position);
+}
+
+async fn first_id(store: &PgEventStore, stream_id: &str) -> uuid::Uuid {
+    store.read_stream(stream_id, 0, None).await.unwrap()[0].event_id
+}
+
+/// A batch blocked on a lock, new connections refused, then the worker's
+/// backend terminated: every caller still waiting is answered within the
+/// settle bound, and nothing is written for the callers that gave up, even
+/// once Postgres can be reached again.
+#[tokio::test]
+async fn a_failed_batch_answers_its_callers_in_time_and_writes_nothing_for_those_who_left() {
+    let settle_within = Duration::from_secs(1);
+    let log = proxied(one_worker(settle_within), Duration::from_millis(500)).await;
+    let warm = stream();
+    log.store
+        .append(&warm, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+
+    // Appends read the log, then wait here to insert.
+    let mut blocker = log.db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE eventlog.events IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    // Spawned back to back, they reach the single worker as one batch.
+    let streams: Vec<String> = (0..16).map(|_| stream()).collect();
+    let mut impatient = Vec::new();
+    let mut patient = Vec::new();
+    for (i, s) in streams.iter().enumerate() {
+        let (store, s) = (log.store.clone(), s.clone());
+        let append = async move {
+            store
+                .append(&s, ExpectedVersion::NoStream, vec![event(0)])
+                .await
+        };
+        if i % 2 == 0 {
+            impatient.push(tokio::spawn(tokio::time::timeout(
+                Duration::from_millis(300),
+                append,
+            )));
+        } else {
+            patient.push(tokio::spawn(async move {
+                let result = append.await;
+                (result, Instant::now())
+            }));
+        }
+    }
+
+    let worker = wait_for_lock_waiter(log.db.pool()).await;
+    for caller in impatient {
+        assert!(caller.await.unwrap().is_err(), "the batch was not blocked");
+    }
+    log.proxy.refuse_new();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(worker)
+        .fetch_one(log.db.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
+    let cut_at = Instant::now();
+    blocker.rollback().await.unwrap();
+
+    // Answered by then, or counted late; the proxy comes back either way so
+    // that a fallback still running would write what it still holds.
+    let bound = settle_within * 3;
+    let mut late = 0;
+    let mut answers = Vec::new();
+    for caller in patient {
+        let mut caller = caller;
+        match tokio::time::timeout_at(cut_at + bound, &mut caller).await {
+            Ok(answer) => answers.push(answer.unwrap()),
+            Err(_) => {
+                late += 1;
+                log.proxy.up();
+                answers.push(caller.await.unwrap());
+            }
+        }
+    }
+    log.proxy.up();
+    // The single worker answers this only after the blocked batch is done.
+    log.store
+        .append(&stream(), ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .expect("the log works again");
+
+    let pool = log.db.pool();
+    let mut written_for_the_gone = 0;
+    for s in streams.iter().step_by(2) {
+        written_for_the_gone += stored_ids(pool, s).await.len();
+    }
+    for ((result, _), s) in answers.iter().zip(streams.iter().skip(1).step_by(2)) {
+        let stored = stored_ids(pool, s).await.len();
+        match result {
+            Ok(_) => assert_eq!(stored, 1, "{s}: answered appended, not stored"),
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+    assert_eq!(
+        late, 0,
+        "callers still waiting {bound:?} after the backend was terminated"
+    );
+    assert_eq!(
+        written_for_the_gone, 0,
+        "appends were written for callers that had given up"
+    );
+}
+
+/// The pid of the backend waiting for a lock in this test's database.
+async fn wait_for_lock_waiter(pool: &PgPool) -> i32 {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "no append ever waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Twin appends (the same event ids: a retry racing its original) always
+/// get the original's result, whenever the original commits: before the
+/// twin looks, while it looks, or while it inserts. Each round commits the
+/// original a little later after the twin starts (100 us steps); a long id
+/// list keeps the twin's look long enough for some commits to land inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twin_append_gets_the_originals_result_never_a_conflict() {
+    const EVENTS: u64 = 2000;
+    const ROUNDS: u32 = 120;
+    let db = TestDb::new().await.expect("test database");
+    let store =
+        PgEventStore::new(db.pool().clone()).with_group_commit(one_worker(Duration::from_secs(10)));
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    store
+        .append(&stream(), ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+
+    let mut results = Vec::new();
+    for round in 0..ROUNDS {
+        let s = stream();
+        let events: Vec<NewEvent> = (0..EVENTS).map(event).collect();
+        let mut original = db.pool().begin().await.unwrap();
+        let rows = append_batch_sql(&mut *original, &[(&s, Some(-1), &events)])
+            .await
+            .unwrap();
+        let original_version: i64 = rows[0].get("stream_version");
+        let twin = {
+            let (store, s, events) = (store.clone(), s.clone(), events.clone());
+            tokio::spawn(async move { store.append(&s, ExpectedVersion::NoStream, events).await })
+        };
+        // Finer than the runtime's timer: the twin runs on the other thread.
+        let until = std::time::Instant::now() + Duration::from_micros(100) * round;
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        original.commit().await.unwrap();
+        let got = twin.await.unwrap();
+        results.push((round, original_version, got));
+    }
+    let wrong: Vec<_> = results
+        .iter()
+        .filter(|(_, v, got)| {
+            !matches!(got, Ok(o) if o.duplicate && i64::try_from(o.version).ok() == Some(*v))
+        })
+        .map(|(round, _, got)| format!("round {round}: {got:?}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {ROUNDS} twins: {wrong:#?}",
+        wrong.len()
+    );
+}
+
+/// `append_seq` numbers a transaction's appends 0 to 32767 (a smallint): a
+/// larger batch is refused by the guard, before any append runs.
+#[tokio::test]
+async fn a_batch_larger_than_append_seq_can_number_is_refused_up_front() {
+    let db = TestDb::new().await.expect("test database");
+    PgEventStore::new(db.pool().clone())
+        .migrate()
+        .await
+        .unwrap();
+    let events: Vec<Vec<NewEvent>> = (0..32_769)
+        .map(|_| {
+            let mut e = event(0);
+            e.data = serde_json::json!({});
+            vec![e]
+        })
+        .collect();
+    let streams: Vec<String> = (0..events.len()).map(|_| stream()).collect();
+    let appends: Vec<_> = streams
+        .iter()
+        .zip(&events)
+        .map(|(s, e)| (s.as_str(), None, e.as_slice()))
+        .collect();
+    let err = append_batch_sql(db.pool(), &appends).await.unwrap_err();
+    let db_err = err.as_database_error().expect("a database error");
+    assert_eq!(db_err.code().as_deref(), Some("54000"), "{db_err}");
+    assert!(db_err.message().contains("32768"), "{db_err}");
+}
