@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::redis::RedisHandle;
 
+use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::projection::{Applied, Projection};
@@ -20,7 +21,7 @@ const CATCH_UP_BATCH: usize = 5_000;
 const HELD_BACK: Duration = Duration::from_millis(20);
 
 /// Migrates the read model, then projects every event up to the log's head as
-/// it is now (both projections when `redis` is given) and returns the position
+/// it is now (the tasks and changes projections, and the counts when `redis` is given) and returns the position
 /// the read model reached (`None` for an empty log).
 ///
 /// # Errors
@@ -33,6 +34,7 @@ pub async fn catch_up(
     migrate(db).await?;
     let head = store.head().await?;
     let reached = project_to(store, &TasksProjection::new(db.clone()), head).await?;
+    project_to(store, &ChangesProjection::new(db.clone()), head).await?;
     if let Some(redis) = redis {
         project_to(store, &CountsProjection::new(redis.clone()), head).await?;
     }

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use redis::Script;
-use tasklog_events::domain::{TaskEvent, TaskId, UserId};
+use tasklog_events::domain::UserId;
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use tasklog_platform::redis::RedisHandle;
 use tasklog_readmodel::COUNTS;
@@ -19,7 +19,8 @@ use tasklog_readmodel::counts::{
 };
 
 use crate::error::ProjectorError;
-use crate::fold::{Counts, TaskEventAt, count_deltas, decode_batch};
+use crate::fold::{Counts, count_deltas, decode_batch};
+use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
 
 /// Where the counts stand: the generation written to and the position applied.
@@ -284,44 +285,6 @@ impl CountsProjection {
             hashes,
         )))
     }
-
-    /// Fills in the owner of events that carry none, from the first event of
-    /// their stream (old events may predate owner metadata).
-    #[tracing::instrument(skip_all, fields(unowned = unowned.len()))]
-    async fn resolve_owners(
-        &self,
-        store: &dyn EventStore,
-        events: &mut [TaskEventAt],
-        unowned: &[TaskId],
-    ) -> Result<(), ProjectorError> {
-        let mut owners: HashMap<TaskId, UserId> = events
-            .iter()
-            .filter_map(|e| match &e.event {
-                TaskEvent::Created(c) => Some((e.task_id, c.owner_id)),
-                _ => None,
-            })
-            .collect();
-        for id in unowned {
-            if owners.contains_key(id) {
-                continue;
-            }
-            let first = store.read_stream(&id.stream_id(), 0, None).await?;
-            let created = first
-                .into_iter()
-                .next()
-                .and_then(|r| TaskEvent::decode(&r.event_type, r.schema_version, r.data).ok());
-            if let Some(TaskEvent::Created(c)) = created {
-                owners.insert(*id, c.owner_id);
-            }
-        }
-        for e in events.iter_mut().filter(|e| e.owner.is_none()) {
-            e.owner = owners.get(&e.task_id).copied();
-            if e.owner.is_none() {
-                tracing::error!(task_id = %e.task_id, "no owner found for a task event; it is not counted");
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -366,7 +329,7 @@ impl Projection for CountsProjection {
         report_skipped(COUNTS, &skipped);
         let (_, unowned) = count_deltas(&decoded);
         if !unowned.is_empty() {
-            self.resolve_owners(store, &mut decoded, &unowned).await?;
+            resolve_owners(store, &mut decoded).await?;
         }
         let (deltas, _) = count_deltas(&decoded);
 

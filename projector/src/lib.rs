@@ -1,14 +1,16 @@
 //! The projector: folds the event log into the Postgres read model
-//! (`readmodel.tasks`) and the Redis counts, each with its own checkpoint and
+//! (`readmodel.tasks`), the change feed (`readmodel.changes`) and the Redis counts, each with its own checkpoint and
 //! exactly-once effects; plus rebuild, verify, status and the log copier.
 
 pub mod catch_up;
+pub mod changes;
 pub mod cli;
 pub mod counts;
 pub mod error;
 pub mod fold;
 pub mod lag;
 pub mod lease;
+pub mod owners;
 pub mod projection;
 pub mod rebuild;
 pub mod rows;

@@ -1,4 +1,4 @@
-//! `tasklog-projector run`: the two projections, their leases and lag
+//! `tasklog-projector run`: the projections (tasks, counts, changes), their leases and lag
 //! samplers, and a small HTTP endpoint for health and metrics.
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::lag::sample;
 use crate::runner::{RunnerSettings, run};
@@ -124,6 +125,20 @@ impl Application {
             self.store.clone(),
             self.db.clone(),
             self.runner.clone(),
+            shutdown.clone(),
+        ));
+        let changes_projection = Arc::new(ChangesProjection::new(self.db.clone()));
+        tasks.spawn(run(
+            changes_projection.clone(),
+            self.store.clone(),
+            self.db.clone(),
+            self.runner.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(sample(
+            changes_projection,
+            self.store.clone(),
+            self.lag_sample,
             shutdown.clone(),
         ));
         tasks.spawn(sample(

@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::redis::RedisHandle;
 
-use tasklog_readmodel::{COUNTS, TASKS};
+use tasklog_readmodel::{CHANGES, COUNTS, TASKS};
 
+use crate::changes::ChangesProjection;
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
 use crate::lag::{Lag, lag};
@@ -57,6 +58,11 @@ pub async fn status(
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
     projections.push(one(db, store, COUNTS, counts_status).await);
+    let changes_status = match ChangesProjection::new(db.clone()).checkpoint().await {
+        Ok(position) => (String::new(), position, None),
+        Err(e) => (String::new(), None, Some(e.to_string())),
+    };
+    projections.push(one(db, store, CHANGES, changes_status).await);
     Ok(Status { head, projections })
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tasklog_platform::ApiError;
@@ -26,7 +26,15 @@ pub static PROJECTION_POSITION: HeaderName = HeaderName::from_static("x-projecti
 
 /// The position this request's answer reflects at least.
 #[derive(Clone)]
-struct Observed(Arc<AtomicU64>);
+pub(crate) struct Observed(Arc<AtomicU64>);
+
+impl Observed {
+    /// For answers read from another projection than `tasks` (the change
+    /// feed): the position that one had reached.
+    pub(crate) fn set(&self, position: u64) {
+        self.0.store(position, Ordering::SeqCst);
+    }
+}
 
 /// Stamps `X-Projection-Position` on every response, errors included.
 pub async fn stamp_position(
@@ -51,8 +59,12 @@ pub struct Reader {
     pub user: Uuid,
 }
 
-fn min_position(parts: &Parts) -> Result<Option<u64>, ApiError> {
-    let Some(value) = parts.headers.get(&MIN_POSITION) else {
+/// The `X-Min-Position` a request asks for, if any.
+///
+/// # Errors
+/// A 400 when it is not a position.
+pub(crate) fn min_position(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(&MIN_POSITION) else {
         return Ok(None);
     };
     value
@@ -74,7 +86,7 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Authenticate first: an anonymous caller gets a 401 at once, never a wait.
         let user = AuthUser::from_request_parts(parts, state).await?;
-        let Some(min) = min_position(parts)? else {
+        let Some(min) = min_position(&parts.headers)? else {
             return Ok(Reader { user: user.id });
         };
         if min > state.projection.current() && !log_has_reached(state, min).await? {

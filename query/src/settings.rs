@@ -12,6 +12,7 @@ use tasklog_platform::config::{
 use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
+use crate::changes::StreamSettings;
 use crate::listing::CursorKey;
 
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8082";
@@ -23,6 +24,9 @@ pub const DEFAULT_MIN_POSITION_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_LIST_CACHE_MB: u64 = 16;
 /// Above this the cache alone would break the service's memory budget.
 const MAX_LIST_CACHE_MB: u64 = 4096;
+
+/// `SSE_MAX_PER_USER` by default.
+pub const DEFAULT_SSE_MAX_PER_USER: usize = 10;
 
 /// Shortest `CURSOR_SECRET` accepted: an HMAC key should carry 256 bits.
 const MIN_CURSOR_SECRET_BYTES: usize = 32;
@@ -44,6 +48,9 @@ pub struct Settings {
     /// CORS, request timeout, rate limits, trusted proxies.
     pub http: HttpSettings,
     pub drain: DrainSettings,
+    /// `SSE_MAX_PER_USER`: open change streams per user, across instances.
+    pub sse_max_per_user: usize,
+    pub sse: StreamSettings,
 }
 
 impl Settings {
@@ -69,7 +76,20 @@ impl Settings {
                 format!("must be at most {MAX_LIST_CACHE_MB}"),
             ));
         }
+        let sse_max_per_user = env.parse("SSE_MAX_PER_USER", DEFAULT_SSE_MAX_PER_USER)?;
+        if !(1..=1000).contains(&sse_max_per_user) {
+            return Err(ConfigError::new(
+                "SSE_MAX_PER_USER",
+                "must be from 1 to 1000",
+            ));
+        }
+        let slow_client = env.millis("SSE_SLOW_CLIENT_MS", Duration::from_secs(10))?;
+        if slow_client.is_zero() {
+            return Err(ConfigError::new("SSE_SLOW_CLIENT_MS", "must be above 0"));
+        }
         Ok(Self {
+            sse_max_per_user,
+            sse: StreamSettings { slow_client },
             environment,
             database: DatabaseSettings::from_env(env)?,
             redis: RedisSettings::from_env(env)?,
@@ -165,6 +185,9 @@ mod tests {
             (&[("LIST_CACHE_MB", "-1")], "LIST_CACHE_MB"),
             (&[("LIST_CACHE_MB", "4097")], "LIST_CACHE_MB"),
             (&[("LIST_CACHE_MB", "0")], "ok"),
+            (&[("SSE_MAX_PER_USER", "0")], "SSE_MAX_PER_USER"),
+            (&[("SSE_MAX_PER_USER", "many")], "SSE_MAX_PER_USER"),
+            (&[("SSE_SLOW_CLIENT_MS", "0")], "SSE_SLOW_CLIENT_MS"),
             (&[("CURSOR_SECRET", secret)], "ok"),
             (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),

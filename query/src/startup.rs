@@ -18,12 +18,13 @@ use tasklog_platform::server::{DrainSettings, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::changes::{ChangeHub, StreamSlots};
 use crate::consistency::stamp_position;
 use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
 use crate::routes;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,6 +48,9 @@ pub struct Application {
     drain: DrainSettings,
     /// Stops the projection listener with the application.
     stop_listener: DropGuard,
+    /// Ends every SSE stream as soon as shutdown begins: clients reconnect
+    /// to another instance instead of holding the drain open.
+    stop_streams: CancellationToken,
 }
 
 impl Application {
@@ -85,6 +89,12 @@ impl Application {
         let stop = CancellationToken::new();
         let pages = Arc::new(PageCache::new(settings.list_cache_bytes));
         let projection = ProjectionWatch::start(db.clone(), pages.clone(), stop.clone());
+        let changes = ChangeHub::start(db.clone(), stop.clone());
+        let streams = Streams {
+            slots: StreamSlots::new(redis.clone(), settings.sse_max_per_user),
+            settings: settings.sse,
+            stop: CancellationToken::new(),
+        };
         let state = AppState {
             db: db.clone(),
             store: store.clone(),
@@ -95,6 +105,8 @@ impl Application {
             log_head: Arc::new(crate::log_head::LogHead::new(store.clone())),
             pages,
             min_position_timeout: settings.min_position_timeout,
+            changes,
+            streams: streams.clone(),
         };
         let health = health(db.clone(), store);
         let routes = routes::router().with_state(state).merge(health.router());
@@ -112,6 +124,7 @@ impl Application {
             health,
             drain: settings.drain,
             stop_listener: stop.drop_guard(),
+            stop_streams: streams.stop,
         })
     }
 
@@ -125,6 +138,12 @@ impl Application {
     /// When the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let _stop_listener = self.stop_listener;
+        let stop_streams = self.stop_streams;
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            stop_streams.cancel();
+        });
         serve(
             self.listener,
             self.router,

@@ -1,6 +1,6 @@
 //! What every handler can reach: the read model, the log, Redis counts, the
-//! token verifier, the cursor key, the projection's progress, the log's head
-//! and the pages kept in memory.
+//! token verifier, the cursor key, the projection's progress, the log's head,
+//! the pages kept in memory, and the change feed's live streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,9 @@ use tasklog_events::EventStore;
 use tasklog_platform::auth::TokenVerifier;
 use tasklog_platform::redis::RedisHandle;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::changes::{ChangeHub, StreamSettings, StreamSlots};
 use crate::listing::CursorKey;
 use crate::log_head::LogHead;
 use crate::page_cache::PageCache;
@@ -27,6 +30,18 @@ pub struct AppState {
     pub log_head: Arc<LogHead>,
     pub pages: Arc<PageCache>,
     pub min_position_timeout: Duration,
+    /// Wakes live streams; the change feed's position.
+    pub changes: ChangeHub,
+    pub streams: Streams,
+}
+
+/// What SSE streams share: the per-user limit, their settings, and the
+/// token that ends them all when the service stops.
+#[derive(Clone)]
+pub struct Streams {
+    pub slots: StreamSlots,
+    pub settings: StreamSettings,
+    pub stop: CancellationToken,
 }
 
 /// Lets the platform's `AuthUser` extractor find the verifier.

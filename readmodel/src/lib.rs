@@ -2,6 +2,7 @@
 //! what the projector writes and the query service reads.
 #![doc = include_str!("../README.md")]
 
+pub mod changes;
 pub mod checkpoint;
 pub mod counts;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod generation;
 pub mod migrate;
 pub mod notice;
 
+pub use changes::CHANGES;
 pub use checkpoint::{COUNTS, TASKS, TasksCheckpoint};
 pub use error::ReadModelError;
 pub use migrate::{MIGRATOR, migrate};

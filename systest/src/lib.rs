@@ -6,6 +6,7 @@
 
 mod client;
 mod service;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 
@@ -126,6 +127,15 @@ impl System {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         Ok((output.status.success(), text))
+    }
+
+    /// One more query instance on the same database and Redis, started and
+    /// ready (for tests of several instances behind one gateway).
+    pub async fn another_query(&self, name: &'static str) -> anyhow::Result<Service> {
+        let mut query = Service::new(name, &self.bins.query, &[], &self.env, &self.dir)?;
+        query.spawn()?;
+        query.wait_ready().await?;
+        Ok(query)
     }
 
     pub fn log_dir(&self) -> &Path {

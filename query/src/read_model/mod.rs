@@ -2,11 +2,15 @@
 //! contract is the `tasklog-readmodel` crate) and of the Redis counts: the
 //! only SQL of the service.
 
+mod changes;
 mod counts;
 mod list_sql;
 mod stats;
 mod tasks;
 
+pub use changes::{
+    After, Change, ChangeFilter, changes_after, changes_position, explain_changes, rest_of_commit,
+};
 pub use counts::{RedisCounts, read_redis_counts};
 pub use stats::{Stats, stats};
 pub use tasks::{Page, TaskView, explain_list, get, list, numbered};

@@ -1,5 +1,6 @@
 //! Every route of the service, merged in one place.
 
+pub(crate) mod changes;
 pub(crate) mod openapi;
 mod path;
 pub(crate) mod stats;
@@ -14,5 +15,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(tasks::router())
         .merge(stats::router())
+        .merge(changes::router())
         .merge(openapi::router())
 }

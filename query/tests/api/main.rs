@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cache;
+mod changes;
 mod consistency;
 mod detail;
 mod explain;
@@ -13,3 +14,4 @@ mod listing;
 mod outage;
 mod service;
 mod stats;
+mod stream;

@@ -1,6 +1,7 @@
 //! System tests: the three real binaries as processes, driven over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod changes;
 mod edge;
 mod error_tracking;
 mod failures;
