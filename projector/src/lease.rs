@@ -20,11 +20,15 @@ pub const TASKS_LEASE: i64 = 0x7470_726f_6a00_0001;
 pub const COUNTS_LEASE: i64 = 0x7470_726f_6a00_0002;
 /// Held for the whole of a `rebuild`, so two never run at once.
 pub const REBUILD_LOCK: i64 = 0x7470_726f_6a00_0003;
+pub const CHANGES_LEASE: i64 = 0x7470_726f_6a00_0004;
 
 /// The lease key of a projection, by name.
 pub fn key_of(projection: &str) -> i64 {
     match projection {
         tasklog_readmodel::COUNTS => COUNTS_LEASE,
+        // Its own key: sharing the tasks lease made the two projections of
+        // one instance wait on each other, so one of them never ran.
+        tasklog_readmodel::CHANGES => CHANGES_LEASE,
         _ => TASKS_LEASE,
     }
 }
@@ -207,4 +211,22 @@ pub async fn holder(db: &PgPool, key: i64) -> Result<Option<Holder>, sqlx::Error
             since,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_projection_has_a_lease_of_its_own() {
+        let keys = [
+            tasklog_readmodel::TASKS,
+            tasklog_readmodel::COUNTS,
+            tasklog_readmodel::CHANGES,
+        ]
+        .map(key_of);
+        let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:x?}");
+        assert!(!distinct.contains(&REBUILD_LOCK));
+    }
 }

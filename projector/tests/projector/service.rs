@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::lease::{COUNTS_LEASE, TASKS_LEASE, holder};
+use tasklog_projector::lease::{CHANGES_LEASE, COUNTS_LEASE, TASKS_LEASE, holder};
 
 use crate::helpers::{World, owners};
 use tasklog_platform::testing::TcpProxy as Proxy;
@@ -42,9 +42,10 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
     tasklog_readmodel::migrate(w.pool()).await.unwrap();
     let people = owners(3);
     let mut a = spawn_binary(&w, "instance-a");
-    w.eventually("instance a holds both leases", || async {
+    w.eventually("instance a holds every lease", || async {
         holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-a/tasks")
             && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-a/counts")
+            && holder_name(&w, CHANGES_LEASE).await.as_deref() == Some("instance-a/changes")
     })
     .await;
     let mut b = spawn_binary(&w, "instance-b");
@@ -58,9 +59,10 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
 
     a.kill().expect("kill -9 instance a");
     let _ = a.wait();
-    w.eventually("instance b takes both leases", || async {
+    w.eventually("instance b takes every lease", || async {
         holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-b/tasks")
             && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-b/counts")
+            && holder_name(&w, CHANGES_LEASE).await.as_deref() == Some("instance-b/changes")
     })
     .await;
     w.writer.busy_history(&people, 40).await;
