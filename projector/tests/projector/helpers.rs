@@ -154,7 +154,10 @@ impl World {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        for _ in 0..600 {
+        // Two minutes: the rebuild tests hold a transaction open on purpose
+        // (a swap in flight), and while they do, no projector on the server
+        // reads past it (DESIGN rule 3), so a test beside them waits too.
+        for _ in 0..2400 {
             if check().await {
                 return;
             }

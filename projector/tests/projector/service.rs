@@ -19,7 +19,7 @@ fn spawn_binary(w: &World, instance: &str) -> Child {
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", &w.prefix)
         .env("BIND_ADDR", "127.0.0.1:0")
-        .env("DATABASE_MAX_CONNECTIONS", "5")
+        .env("DATABASE_MAX_CONNECTIONS", "10")
         .env("PROJECTOR_LEASE_POLL_MS", "200")
         .env("PROJECTOR_INSTANCE", instance)
         .env("RUST_LOG", "warn")

@@ -193,7 +193,11 @@ async fn the_listener_recovers_when_its_connection_is_killed() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(killed, [true]);
+    // The task list's listener, and the change feed's beside it.
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
     let (id, ack) = app
         .create(&alice, NewTask::titled("after the outage"))
         .await;
