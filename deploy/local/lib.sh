@@ -110,8 +110,11 @@ nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
 # The gateway's config for the local run, from the template every deployment
 # shares (the compose stack's nginx image renders it with envsubst instead).
-render_gateway_conf() { # query upstream, command upstream, listen port
-    sed -e "s|\${QUERY_UPSTREAM}|$1|g" \
+# Several query upstreams (space-separated) become several `server` lines.
+render_gateway_conf() { # query upstream(s), command upstream, listen port
+    local query
+    query=$(echo "$1" | sed 's/ \+/; server /g')
+    sed -e "s|\${QUERY_UPSTREAM}|$query|g" \
         -e "s|\${COMMAND_UPSTREAM}|$2|g" \
         -e "s|\${GATEWAY_PORT}|$3|g" \
         deploy/nginx/gateway.conf.template
@@ -134,3 +137,6 @@ stop_redis() {
 ensure_cargo() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 }
+
+# Streaming replicas and Redis Cluster (deploy/local/up --replicas N --redis-cluster).
+. deploy/local/scaleout.sh

@@ -157,6 +157,9 @@ impl DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_URLS`); when given, they
+    /// are used instead of `url`.
+    pub cluster: Vec<String>,
     /// Namespace of every key, so several deployments (or tests) share a server.
     pub prefix: String,
     /// Longest wait for one Redis call before falling back.
@@ -168,15 +171,36 @@ impl RedisSettings {
     /// When a variable is invalid.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !is_redis_url(&url) {
             return Err(ConfigError::new("REDIS_URL", "must be a redis:// URL"));
+        }
+        let cluster: Vec<String> = env
+            .get("REDIS_CLUSTER_URLS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = cluster.iter().find(|u| !is_redis_url(u)) {
+            return Err(ConfigError::new(
+                "REDIS_CLUSTER_URLS",
+                format!("{bad:?} is not a redis:// URL (a comma-separated list of seed nodes)"),
+            ));
         }
         Ok(Self {
             url,
+            cluster,
             prefix: env.string("REDIS_PREFIX", "tasklog:"),
             timeout: env.millis("REDIS_TIMEOUT_MS", Duration::from_millis(250))?,
         })
     }
+}
+
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
 }
 
 /// Reads `BIND_ADDR` with a per-service default.
@@ -213,6 +237,16 @@ mod tests {
 
         let env = Env::from_pairs([("REDIS_URL", "http://x")]);
         assert_eq!(RedisSettings::from_env(&env).unwrap_err().name, "REDIS_URL");
+        let env = Env::from_pairs([("REDIS_CLUSTER_URLS", "redis://a:7000, 10.0.0.2:7001")]);
+        assert_eq!(
+            RedisSettings::from_env(&env).unwrap_err().name,
+            "REDIS_CLUSTER_URLS"
+        );
+        let env = Env::from_pairs([("REDIS_CLUSTER_URLS", "redis://a:7000, redis://b:7001,")]);
+        assert_eq!(
+            RedisSettings::from_env(&env).unwrap().cluster,
+            ["redis://a:7000", "redis://b:7001"]
+        );
 
         let env = Env::from_pairs([("BIND_ADDR", "localhost")]);
         assert_eq!(

@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+type ReportFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -30,6 +31,7 @@ pub static VIA_GATEWAY: HeaderName = HeaderName::from_static("x-tasklog-gateway"
 #[derive(Clone, Default)]
 pub struct Health {
     checks: Vec<(&'static str, CheckFn)>,
+    reports: Vec<(&'static str, ReportFn)>,
     draining: Arc<AtomicBool>,
 }
 
@@ -46,6 +48,17 @@ impl Health {
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
         self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    /// Adds a named part of the readiness answer that never makes it fail
+    /// (e.g. each read replica's state: reads move elsewhere without one).
+    #[must_use]
+    pub fn report<F>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Value + Send + Sync + 'static,
+    {
+        self.reports.push((name, Arc::new(f)));
         self
     }
 
@@ -115,6 +128,10 @@ impl Health {
             let plain = if ok { "ok" } else { "down" };
             return (code, Json(json!({"status": plain}))).into_response();
         }
-        (code, Json(json!({"status": status, "checks": checks}))).into_response()
+        let mut body = json!({"status": status, "checks": checks});
+        for (name, report) in &self.reports {
+            body[*name] = report();
+        }
+        (code, Json(body)).into_response()
     }
 }

@@ -15,6 +15,24 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// Seed nodes of the Redis Cluster the cluster tests use
+/// (`TEST_REDIS_CLUSTER_URLS`, comma-separated; `deploy/local/test` starts
+/// one on 7000-7005 and sets it). `None`: those tests say so and pass.
+pub fn redis_cluster_urls() -> Option<Vec<String>> {
+    let urls: Vec<String> = std::env::var("TEST_REDIS_CLUSTER_URLS")
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        eprintln!("TEST_REDIS_CLUSTER_URLS is not set: skipping (deploy/local/test sets it)");
+        return None;
+    }
+    Some(urls)
+}
+
 /// Prefix of every database a test makes, so leftovers of killed runs can be found.
 pub const TEST_DATABASE_PREFIX: &str = "tasklog_t_";
 
@@ -30,7 +48,16 @@ impl TestDb {
     /// # Errors
     /// When the test server cannot be reached.
     pub async fn new() -> anyhow::Result<Self> {
-        let admin: PgConnectOptions = admin_database_url().parse()?;
+        Self::on(&admin_database_url()).await
+    }
+
+    /// A database made on the server of `admin_url` (e.g. the tests'
+    /// replication primary).
+    ///
+    /// # Errors
+    /// When that server cannot be reached.
+    pub async fn on(admin_url: &str) -> anyhow::Result<Self> {
+        let admin: PgConnectOptions = admin_url.parse()?;
         let name = format!("{TEST_DATABASE_PREFIX}{}", Uuid::new_v4().simple());
         let mut conn = admin.connect().await?;
         // The name is made above from a UUID: safe to splice.
@@ -116,6 +143,27 @@ pub async fn delete_redis_prefix(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes every key under a test's prefix on every master of a cluster.
+///
+/// # Errors
+/// When the cluster cannot be reached.
+pub async fn delete_cluster_prefix(urls: &[String], prefix: &str) -> anyhow::Result<()> {
+    let client = redis::cluster::ClusterClient::new(urls.iter().map(String::as_str))?;
+    let mut conn = client.get_async_connection().await?;
+    // KEYS goes to every master and the answers are joined.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    for key in keys {
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub use proxy::TcpProxy;
 
 mod proxy {
@@ -124,10 +172,12 @@ mod proxy {
     //! shared server. For Postgres it can also cut one connection at the
     //! worst moment for a client: right after the server said a statement
     //! completed, before it said it is ready again (`ReadyForQuery`), so the
-    //! client cannot tell whether its transaction committed.
+    //! client cannot tell whether its transaction committed. Or it can go
+    //! silent: every connection stays open and nothing is relayed any more,
+    //! as in a partition or an idle NAT drop, where no reset ever arrives.
 
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -151,6 +201,9 @@ mod proxy {
         port: u16,
         mode: watch::Sender<Mode>,
         cut_after_complete: Arc<AtomicBool>,
+        /// Links numbered below this relay nothing more.
+        silent: watch::Sender<u64>,
+        accepted: Arc<AtomicU64>,
         links: Arc<Mutex<Vec<AbortHandle>>>,
         accept: AbortHandle,
     }
@@ -167,12 +220,18 @@ mod proxy {
             let (mode, modes) = watch::channel(if up { Mode::Up } else { Mode::Down });
             let cut_after_complete = Arc::new(AtomicBool::new(false));
             let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+            let (silent, silent_rx) = watch::channel(0_u64);
+            let accepted = Arc::new(AtomicU64::new(0));
             let accept = tokio::spawn(accept_loop(
                 listener,
                 addr,
                 modes,
                 target,
-                cut_after_complete.clone(),
+                Faults {
+                    cut: cut_after_complete.clone(),
+                    silent: silent_rx,
+                    accepted: accepted.clone(),
+                },
                 links.clone(),
             ))
             .abort_handle();
@@ -180,6 +239,8 @@ mod proxy {
                 port: addr.port(),
                 mode,
                 cut_after_complete,
+                silent,
+                accepted,
                 links,
                 accept,
             })
@@ -235,6 +296,19 @@ mod proxy {
         pub fn cut_pending(&self) -> bool {
             self.cut_after_complete.load(Ordering::SeqCst)
         }
+
+        /// Stops relaying on every connection, open or new, without closing
+        /// any: no FIN, no reset, the peers just hear nothing more.
+        pub fn silence(&self) {
+            self.silent.send_replace(u64::MAX);
+        }
+
+        /// Silences only the connections open now (an idle NAT drop):
+        /// new ones relay as usual.
+        pub fn silence_open(&self) {
+            self.silent
+                .send_replace(self.accepted.load(Ordering::SeqCst));
+        }
     }
 
     impl Drop for TcpProxy {
@@ -244,12 +318,19 @@ mod proxy {
         }
     }
 
+    /// The faults a test can arm on every link.
+    struct Faults {
+        cut: Arc<AtomicBool>,
+        silent: watch::Receiver<u64>,
+        accepted: Arc<AtomicU64>,
+    }
+
     async fn accept_loop(
         listener: TcpListener,
         addr: SocketAddr,
         mut modes: watch::Receiver<Mode>,
         target: String,
-        cut: Arc<AtomicBool>,
+        faults: Faults,
         links: Arc<Mutex<Vec<AbortHandle>>>,
     ) {
         let mut listener = Some(listener);
@@ -273,7 +354,19 @@ mod proxy {
                     if *modes.borrow() != Mode::Up {
                         continue;
                     }
-                    let link = tokio::spawn(relay(client, target.clone(), cut.clone()));
+                    let number = faults.accepted.fetch_add(1, Ordering::SeqCst);
+                    let mut silent = faults.silent.clone();
+                    let relay = relay(client, target.clone(), faults.cut.clone());
+                    let link = tokio::spawn(async move {
+                        tokio::select! {
+                            () = relay => {}
+                            _ = async { silent.wait_for(|below| number < *below).await.is_ok() } => {
+                                // Both sockets stay open (held by the parked
+                                // relay future); nothing moves.
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    });
                     links
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

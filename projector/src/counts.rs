@@ -70,6 +70,26 @@ return 'applied'
     ))
 });
 
+/// Unlinks every key matching ARGV[1]; KEYS[1] (a key of the same hash tag)
+/// sends it to the node that holds them on a cluster.
+static DROP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cursor = '0'
+local removed = 0
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do
+    redis.call('UNLINK', key)
+    removed = removed + 1
+  end
+until cursor == '0'
+return removed
+",
+    )
+});
+
 /// Makes generation ARGV[1] current (KEYS[1]) and returns the one it replaced.
 static FLIP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -214,40 +234,15 @@ impl CountsProjection {
     /// # Errors
     /// When Redis fails.
     pub async fn drop_generation(&self, generation: &str) -> Result<u64, ProjectorError> {
-        let pattern = format!("{}*", self.keys.generation_prefix(generation));
-        let mut cursor: u64 = 0;
-        let mut removed = 0;
-        loop {
-            let pattern = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
-                .redis
-                .run(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            if !keys.is_empty() {
-                removed += keys.len() as u64;
-                self.redis
-                    .run(|mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
+        let mut invocation = DROP.prepare_invoke();
+        invocation
+            .key(self.keys.current())
+            .arg(format!("{}*", self.keys.generation_prefix(generation)));
+        let removed: u64 = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(removed)
     }
 
     /// The current generation's checkpoint and counts, read atomically;

@@ -3,6 +3,14 @@
 //! instance dies its connection closes, Postgres drops the lock, and a standby
 //! polling `pg_try_advisory_lock` takes over within one poll interval.
 //!
+//! A holder cut off without a reset (a partition, an idle NAT drop, a
+//! failover that leaves the socket open) must not keep the lock for as long
+//! as the server's TCP keepalive defaults allow (two hours): the lease
+//! session asks the server for keepalives and a TCP user timeout, and, once
+//! it holds the lock, ends itself when the holder has been silent for
+//! `silence()` (`idle_session_timeout`; the holder pings every `check`).
+//! The holder's own watchdog gives up after the same few seconds.
+//!
 //! The lease keeps the projection to one writer in the normal case; the
 //! checkpoint compare in every batch (see `Projection::apply`) keeps it exact
 //! even while two instances briefly both believe they hold it (a holder cut
@@ -40,6 +48,26 @@ pub struct LeaseTiming {
     pub check: Duration,
 }
 
+impl LeaseTiming {
+    /// How long the server keeps a silent holder's session (and lock):
+    /// a few missed checks, at least 5 s.
+    pub fn silence(&self) -> Duration {
+        (self.check * 3).max(Duration::from_secs(5))
+    }
+}
+
+/// The server-side TCP settings of a lease session: an unanswered
+/// keepalive or unacknowledged data ends the session within `silence`.
+fn session_options(options: PgConnectOptions, silence: Duration) -> PgConnectOptions {
+    let secs = silence.as_secs().max(3);
+    options.options([
+        ("tcp_keepalives_idle", (secs / 3).max(1).to_string()),
+        ("tcp_keepalives_interval", "1".to_owned()),
+        ("tcp_keepalives_count", (secs - secs / 3).max(1).to_string()),
+        ("tcp_user_timeout", silence.as_millis().to_string()),
+    ])
+}
+
 impl Default for LeaseTiming {
     fn default() -> Self {
         Self {
@@ -68,14 +96,17 @@ impl Lease {
         timing: LeaseTiming,
         shutdown: &CancellationToken,
     ) -> Option<Lease> {
-        let options: PgConnectOptions = (*db.connect_options()).clone().application_name(holder);
+        let options = session_options(
+            (*db.connect_options()).clone().application_name(holder),
+            timing.silence(),
+        );
         let mut conn: Option<PgConnection> = None;
         let mut backoff = Duration::from_millis(200);
         loop {
             if shutdown.is_cancelled() {
                 return None;
             }
-            let wait = match try_lock(&mut conn, &options, key).await {
+            let wait = match try_lock(&mut conn, &options, key, timing.silence()).await {
                 Ok(true) => {
                     let conn = conn.take()?;
                     return Some(Self::hold(conn, key, timing));
@@ -161,10 +192,14 @@ impl Drop for Lease {
     }
 }
 
+/// Tries the lock; once held, the session ends itself after `silence`
+/// without a word from the holder (a standby's polling session does not, so
+/// any poll interval works).
 async fn try_lock(
     conn: &mut Option<PgConnection>,
     options: &PgConnectOptions,
     key: i64,
+    silence: Duration,
 ) -> Result<bool, sqlx::Error> {
     if conn.is_none() {
         *conn = Some(options.connect().await?);
@@ -172,10 +207,18 @@ async fn try_lock(
     let Some(c) = conn.as_mut() else {
         return Ok(false);
     };
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(key)
-        .fetch_one(c)
-        .await
+        .fetch_one(&mut *c)
+        .await?;
+    if held {
+        // An error here drops the connection, and the lock with it.
+        sqlx::query("SELECT set_config('idle_session_timeout', $1, false)")
+            .bind(format!("{}ms", silence.as_millis()))
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(held)
 }
 
 /// Who holds a lease, as Postgres sees it.

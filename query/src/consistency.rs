@@ -18,7 +18,9 @@ use tasklog_platform::ApiError;
 use tasklog_platform::auth::AuthUser;
 use uuid::Uuid;
 
-use crate::projection::ProjectionWatch;
+use sqlx::PgPool;
+
+use crate::projection::{ProjectionWatch, Route};
 use crate::state::AppState;
 
 pub static MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
@@ -53,10 +55,28 @@ pub async fn stamp_position(
 }
 
 /// The authenticated caller of a query, once the projection has reached the
-/// position the caller asked for (if any).
-#[derive(Debug, Clone, Copy)]
+/// position the caller asked for (if any), and where to read it.
+#[derive(Clone)]
 pub struct Reader {
     pub user: Uuid,
+    route: Route,
+}
+
+impl Reader {
+    /// The read model to read: a replica in the rotation (or the primary),
+    /// or the one source known to have this request's position.
+    pub fn db(&self, app: &AppState) -> PgPool {
+        match &self.route {
+            Route::Published => app.projection.read_pool(),
+            Route::Direct(pool) => pool.clone(),
+        }
+    }
+
+    /// Whether the page cache may answer and keep this request's page: only
+    /// when it reads where the published position holds.
+    pub fn cacheable(&self) -> bool {
+        matches!(self.route, Route::Published)
+    }
 }
 
 /// The `X-Min-Position` a request asks for, if any.
@@ -87,7 +107,10 @@ impl FromRequestParts<AppState> for Reader {
         // Authenticate first: an anonymous caller gets a 401 at once, never a wait.
         let user = AuthUser::from_request_parts(parts, state).await?;
         let Some(min) = min_position(&parts.headers)? else {
-            return Ok(Reader { user: user.id });
+            return Ok(Reader {
+                user: user.id,
+                route: Route::Published,
+            });
         };
         if min > state.projection.current() && !log_has_reached(state, min).await? {
             return Err(ApiError::bad_param(
@@ -99,14 +122,20 @@ impl FromRequestParts<AppState> for Reader {
             .projection
             .wait_for(min, state.min_position_timeout)
             .await;
-        let reached = match outcome {
-            Ok(p) | Err(p) => p,
+        let reached = match &outcome {
+            Ok(Route::Published) => state.projection.current(),
+            // Read where `min` holds: the answer reflects at least that.
+            Ok(Route::Direct(_)) => min,
+            Err(p) => *p,
         };
         if let Some(observed) = parts.extensions.get::<Observed>() {
             observed.0.fetch_max(reached, Ordering::SeqCst);
         }
         match outcome {
-            Ok(_) => Ok(Reader { user: user.id }),
+            Ok(route) => Ok(Reader {
+                user: user.id,
+                route,
+            }),
             Err(at) => Err(ApiError::Unavailable {
                 detail: format!(
                     "the read model has not reached position {min} yet (it is at {at}); retry shortly"

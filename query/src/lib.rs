@@ -11,6 +11,7 @@ pub mod log_head;
 pub mod page_cache;
 pub mod projection;
 pub mod read_model;
+pub mod replicas;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -101,6 +101,11 @@ impl PageCache {
         }
     }
 
+    /// Whether notices reach us (the listener is connected).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+
     fn serves(&self) -> bool {
         self.pages.is_some() && self.live.load(Ordering::SeqCst)
     }

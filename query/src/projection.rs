@@ -4,8 +4,25 @@
 //! (for `X-Projection-Position`) and wait on (for `X-Min-Position`). Each
 //! notice also names whose rows changed; those owners' cached pages are
 //! dropped before its position is published (see `page_cache`).
+//!
+//! A connection can die without a reset (a failover, an idle NAT drop): the
+//! listener would wait forever while the cache serves old pages. So after
+//! `HEARTBEAT` without a notice it asks the server `SELECT 1` on the same
+//! connection; no answer within `HEARTBEAT_TIMEOUT` counts as a lost
+//! connection (cache off, reconnect, resync).
+//!
+//! With streaming replicas (`replicas`) the primary's notices are the
+//! wake-up, not the news: a notice is queued, and applied (its owners'
+//! pages dropped, its position published) only once every replica in the
+//! rotation has replayed it, so nothing a replica has not replayed can
+//! invalidate or fill the cache out of order, and the published position
+//! holds on whichever replica a read goes to. A request whose
+//! `X-Min-Position` is beyond it is sent to a replica that has replayed it,
+//! or, when the wait is up, to the primary if the primary has it.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -16,34 +33,86 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::page_cache::PageCache;
+use crate::replicas::Replicas;
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// Silence on the listener after which the server is asked if it is there.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long that question may go unanswered before the connection is dead.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Where a request reads once its `X-Min-Position` (if any) holds.
+#[derive(Clone)]
+pub enum Route {
+    /// Anywhere in the rotation (or the primary): the published position
+    /// holds there, and the page cache may serve and keep the answer.
+    Published,
+    /// This pool has the position the request needs, the rotation as a
+    /// whole not yet: read there, and leave the cache alone.
+    Direct(PgPool),
+}
 
 /// The projection's position as this process last heard it: never ahead of
 /// the read model, so it is a safe lower bound to report and to wait on.
 #[derive(Clone)]
 pub struct ProjectionWatch {
     sender: Arc<watch::Sender<u64>>,
+    /// The read model's primary.
     db: PgPool,
     pages: Arc<PageCache>,
+    replicas: Arc<Replicas>,
+    /// The highest position the primary announced (notice or checkpoint read).
+    heard: Arc<AtomicU64>,
+    /// Notices heard and not applied yet, in position order. The lock also
+    /// makes applying and publishing one step.
+    pending: Arc<Mutex<VecDeque<Notice>>>,
+    /// Bumped whenever a replica was polled or a position published, for
+    /// requests waiting on a replica.
+    ticks: Arc<watch::Sender<u64>>,
 }
 
 impl ProjectionWatch {
-    /// Starts the listening task; it stops when `stop` is cancelled.
-    pub fn start(db: PgPool, pages: Arc<PageCache>, stop: CancellationToken) -> Self {
+    /// Starts the listening task (and one watcher per replica); they stop
+    /// when `stop` is cancelled.
+    pub fn start(
+        db: PgPool,
+        pages: Arc<PageCache>,
+        replicas: Arc<Replicas>,
+        stop: CancellationToken,
+    ) -> Self {
         let (sender, _) = watch::channel(0);
+        let (ticks, _) = watch::channel(0);
         let this = Self {
             sender: Arc::new(sender),
             db,
             pages,
+            replicas,
+            heard: Arc::default(),
+            pending: Arc::default(),
+            ticks: Arc::new(ticks),
         };
-        tokio::spawn(this.clone().listen(stop));
+        tokio::spawn(this.clone().listen(stop.clone()));
+        for index in 0..this.replicas.iter().count() {
+            tokio::spawn(this.clone().watch_replica(index, stop.clone()));
+        }
         this
     }
 
     pub fn current(&self) -> u64 {
         *self.sender.borrow()
+    }
+
+    /// The pool a `Route::Published` read uses: the next replica in the
+    /// rotation, the primary when none is.
+    pub fn read_pool(&self) -> PgPool {
+        self.replicas
+            .pick()
+            .map_or_else(|| self.db.clone(), |r| r.pool.clone())
+    }
+
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
     }
 
     /// Positions only move forward: a late or repeated notification is ignored.
@@ -57,15 +126,55 @@ impl ProjectionWatch {
         });
     }
 
-    /// Reads the checkpoint row: at start, after a reconnect and after an
-    /// unreadable notice (notifications may have been missed).
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Notice>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies the notices every read source has replayed, then publishes
+    /// that position (with the lock held: one step).
+    fn publish(&self, pending: &mut VecDeque<Notice>) {
+        let heard = self.heard.load(Ordering::SeqCst);
+        let target = match self.replicas.rotation_floor() {
+            None => heard,
+            // Without a listener nothing is announced and the cache is off:
+            // the replicas' own progress is all there is to go by.
+            Some(floor) if !self.pages.is_live() => floor,
+            Some(floor) => floor.min(heard),
+        };
+        while pending.front().is_some_and(|n| n.commit <= target) {
+            if let Some(notice) = pending.pop_front() {
+                match &notice.touched {
+                    Touched::Owners(owners) => self.pages.owners_changed(owners),
+                    Touched::All => self.pages.all_changed(),
+                }
+            }
+        }
+        self.advance(target);
+        self.ticks.send_modify(|t| *t = t.wrapping_add(1));
+    }
+
+    /// A notice (or a checkpoint read) from the primary.
+    fn heard(&self, notice: Notice) {
+        let mut pending = self.lock();
+        self.heard.fetch_max(notice.commit, Ordering::SeqCst);
+        let at = pending.partition_point(|n| n.commit <= notice.commit);
+        pending.insert(at, notice);
+        self.publish(&mut pending);
+        drop(pending);
+        self.replicas.announce();
+    }
+
+    /// Reads the primary's checkpoint row: at start, after a reconnect
+    /// (notifications may have been missed) and after an unreadable notice.
+    /// Whose rows changed up to there is unknown: every page
+    /// goes once the read sources have replayed it.
     async fn resync(&self) -> Option<u64> {
         match projection_position(&self.db).await {
             Ok(position) => {
-                // Whose rows changed up to there is unknown: after the read,
-                // so that pages kept from now on reflect at least `position`.
-                self.pages.all_changed();
-                self.advance(position);
+                self.heard(Notice {
+                    commit: position,
+                    touched: Touched::All,
+                });
                 Some(position)
             }
             Err(e) => {
@@ -75,10 +184,10 @@ impl ProjectionWatch {
         }
     }
 
-    /// Reads the checkpoint row after a wait ran out. Pages are dropped only
-    /// when the row is ahead of what was heard (notices were missed, so
-    /// whose rows changed is unknown): a position that simply has not been
-    /// projected yet leaves every other user's pages alone.
+    /// Reads the primary's checkpoint row after a wait ran out. Pages are
+    /// dropped only when the row is ahead of what was heard (notices were
+    /// missed, so whose rows changed is unknown), and, with replicas, only
+    /// once they have replayed it.
     async fn catch_up(&self) -> Option<u64> {
         let position = match projection_position(&self.db).await {
             Ok(position) => position,
@@ -87,32 +196,63 @@ impl ProjectionWatch {
                 return None;
             }
         };
-        if position > self.current() {
-            self.pages.all_changed();
-            self.advance(position);
+        if position > self.heard.load(Ordering::SeqCst) {
+            self.heard(Notice {
+                commit: position,
+                touched: Touched::All,
+            });
         }
         Some(position)
     }
 
-    /// Waits until the read model has reached `min`, at most `timeout`.
+    /// Waits until `min` holds somewhere, at most `timeout`: the published
+    /// position, else a replica in the rotation that has replayed it, else
+    /// (when the time is up) the primary.
     ///
     /// # Errors
-    /// The position reached when the time is up.
-    pub async fn wait_for(&self, min: u64, timeout: Duration) -> Result<u64, u64> {
-        let mut receiver = self.sender.subscribe();
-        let waited = tokio::time::timeout(timeout, async move {
-            receiver.wait_for(|p| *p >= min).await.map(|p| *p)
-        })
-        .await;
-        if let Ok(Ok(position)) = waited {
-            return Ok(position);
+    /// The published position when the time is up and no source has `min`.
+    pub async fn wait_for(&self, min: u64, timeout: Duration) -> Result<Route, u64> {
+        let mut ticks = self.ticks.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.current() >= min {
+                return Ok(Route::Published);
+            }
+            if let Some(replica) = self.replicas.pick_at(min) {
+                return Ok(Route::Direct(replica.pool.clone()));
+            }
+            if tokio::time::timeout_at(deadline, ticks.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
         // A lost notification must not cost the client a 503: one read of
-        // the row before giving up (only on this slow path).
+        // the primary's row before giving up (only on this slow path).
         match self.catch_up().await {
-            Some(position) if position >= min => Ok(position),
+            _ if self.current() >= min => Ok(Route::Published),
+            Some(primary) if primary >= min => Ok(Route::Direct(self.db.clone())),
             _ => Err(self.current()),
         }
+    }
+
+    /// Polls one replica until `stop` (see `replicas`).
+    async fn watch_replica(self, index: usize, stop: CancellationToken) {
+        let replicas = self.replicas.clone();
+        let this = self.clone();
+        replicas
+            .watch(
+                index,
+                move || this.heard.load(Ordering::SeqCst),
+                move |decide| {
+                    let mut pending = self.lock();
+                    decide(self.current());
+                    self.publish(&mut pending);
+                },
+                stop,
+            )
+            .await;
     }
 
     async fn listen(self, stop: CancellationToken) {
@@ -153,16 +293,22 @@ impl ProjectionWatch {
             let next = tokio::select! {
                 () = stop.cancelled() => return true,
                 next = listener.try_recv() => next,
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    let answer = tokio::time::timeout(
+                        HEARTBEAT_TIMEOUT,
+                        sqlx::query("SELECT 1").execute(&mut *listener),
+                    )
+                    .await;
+                    if matches!(answer, Ok(Ok(_))) {
+                        continue;
+                    }
+                    tracing::warn!("projection listener's connection went silent; reconnecting");
+                    return false;
+                }
             };
             match next {
                 Ok(Some(notification)) => match Notice::parse(notification.payload()) {
-                    Some(notice) => {
-                        match &notice.touched {
-                            Touched::Owners(owners) => self.pages.owners_changed(owners),
-                            Touched::All => self.pages.all_changed(),
-                        }
-                        self.advance(notice.commit);
-                    }
+                    Some(notice) => self.heard(notice),
                     None => {
                         tracing::warn!(
                             payload = notification.payload(),

@@ -45,6 +45,14 @@ pub struct Settings {
     pub min_position_timeout: Duration,
     /// Memory for list pages answered again without Postgres; 0 turns it off.
     pub list_cache_bytes: u64,
+    /// Hot standbys of the read model's server (`READ_REPLICA_URLS`); empty:
+    /// every read goes to `database`.
+    pub replica_urls: Vec<String>,
+    /// A replica further behind than this leaves the rotation.
+    pub replica_max_lag: Duration,
+    /// How often a caught-up replica is polled (one behind an announced
+    /// position is polled every 2 ms until it has replayed it).
+    pub replica_poll: Duration,
     /// CORS, request timeout, rate limits, trusted proxies.
     pub http: HttpSettings,
     pub drain: DrainSettings,
@@ -87,10 +95,37 @@ impl Settings {
         if slow_client.is_zero() {
             return Err(ConfigError::new("SSE_SLOW_CLIENT_MS", "must be above 0"));
         }
+        let replica_urls: Vec<String> = env
+            .get("READ_REPLICA_URLS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = replica_urls
+            .iter()
+            .find(|u| !(u.starts_with("postgres://") || u.starts_with("postgresql://")))
+        {
+            return Err(ConfigError::new(
+                "READ_REPLICA_URLS",
+                format!("{bad:?} is not a postgres:// URL (a comma-separated list)"),
+            ));
+        }
+        let replica_poll = env.millis("REPLICA_POLL_MS", Duration::from_millis(100))?;
+        if replica_poll.is_zero() || replica_poll > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "REPLICA_POLL_MS",
+                "must be between 1 and 10000",
+            ));
+        }
         Ok(Self {
             sse_max_per_user,
             sse: StreamSettings { slow_client },
             environment,
+            replica_urls,
+            replica_max_lag: env.millis("REPLICA_MAX_LAG_MS", Duration::from_secs(5))?,
+            replica_poll,
             database: DatabaseSettings::from_env(env)?,
             redis: RedisSettings::from_env(env)?,
             event_store_url: event_store_url.map(SecretString::from),
@@ -188,6 +223,13 @@ mod tests {
             (&[("SSE_MAX_PER_USER", "0")], "SSE_MAX_PER_USER"),
             (&[("SSE_MAX_PER_USER", "many")], "SSE_MAX_PER_USER"),
             (&[("SSE_SLOW_CLIENT_MS", "0")], "SSE_SLOW_CLIENT_MS"),
+            (&[("READ_REPLICA_URLS", "redis://x")], "READ_REPLICA_URLS"),
+            (
+                &[("READ_REPLICA_URLS", "postgres://a/db, postgres://b/db")],
+                "ok",
+            ),
+            (&[("REPLICA_MAX_LAG_MS", "soon")], "REPLICA_MAX_LAG_MS"),
+            (&[("REPLICA_POLL_MS", "0")], "REPLICA_POLL_MS"),
             (&[("CURSOR_SECRET", secret)], "ok"),
             (&[("TASKLOG_ENV", "production")], "JWT_SECRET"),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),

@@ -22,6 +22,7 @@ use crate::changes::{ChangeHub, StreamSlots};
 use crate::consistency::stamp_position;
 use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
+use crate::replicas::Replicas;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::{AppState, Streams};
@@ -95,6 +96,14 @@ impl Application {
             settings: settings.sse,
             stop: CancellationToken::new(),
         };
+        let replicas = Arc::new(Replicas::new(
+            &settings.replica_urls,
+            &settings.database,
+            settings.replica_max_lag,
+            settings.replica_poll,
+        )?);
+        let projection =
+            ProjectionWatch::start(db.clone(), pages.clone(), replicas.clone(), stop.clone());
         let state = AppState {
             db: db.clone(),
             store: store.clone(),
@@ -108,7 +117,7 @@ impl Application {
             changes,
             streams: streams.clone(),
         };
-        let health = health(db.clone(), store);
+        let health = health(db.clone(), store).report("replicas", move || replicas.report());
         let routes = routes::router().with_state(state).merge(health.router());
         let router = ProductionLayers::new(&settings.http)
             .rate_limits(Some(redis), Some(verifier))

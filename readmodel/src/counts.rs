@@ -1,10 +1,16 @@
 //! The Redis counts' layout: key names, hash fields and the checkpoint's
 //! text form. The projector writes them, the query service reads them.
 //!
-//! - `{prefix}counts:current`: the name of the current generation (`g1`, ...).
-//! - `{prefix}counts:{gen}:checkpoint`: `commit/prepare` of the last event
+//! Every key carries one Redis Cluster hash tag, `{<prefix>counts}`, so
+//! every script touches one slot: on a cluster the counts live on one
+//! master, and one script still moves a batch's deltas and its checkpoint
+//! atomically (exactly once across a failover: the replica promoted has
+//! either the whole script's effect or none of it).
+//!
+//! - `{<prefix>counts}:current`: the name of the current generation (`g1`, ...).
+//! - `{<prefix>counts}:<gen>:checkpoint`: `commit/prepare` of the last event
 //!   counted in that generation (absent before the first).
-//! - `{prefix}counts:{gen}:owner:{uuid}`: a hash of [`FIELDS`], each the
+//! - `{<prefix>counts}:<gen>:owner:<uuid>`: a hash of [`FIELDS`], each the
 //!   owner's number of live tasks (absent field: 0).
 
 use tasklog_events::Position;
@@ -32,7 +38,8 @@ pub const FIELDS: [&str; 8] = [
 /// [`CountKeys::current`], ARGV[1] [`CountKeys::base`], ARGV[2] the owner.
 /// Returns false before any generation, else `{checkpoint or '', {field,
 /// value, ...}}`. Keys are derived inside the script because the generation
-/// is only known there; the counts live on one server.
+/// is only known there; they share KEYS[1]'s hash tag, so on a cluster they
+/// are in its slot.
 pub const READ_OWNER_SCRIPT: &str = r"
 local generation = redis.call('GET', KEYS[1])
 if not generation then return false end
@@ -55,19 +62,19 @@ impl CountKeys {
         }
     }
 
-    /// `{prefix}counts:current`.
+    /// `{<prefix>counts}:current`.
     pub fn current(&self) -> String {
-        format!("{}counts:current", self.prefix)
+        format!("{}current", self.base())
     }
 
-    /// `{prefix}counts:`, below which generations hang.
+    /// `{<prefix>counts}:`, below which generations hang.
     pub fn base(&self) -> String {
-        format!("{}counts:", self.prefix)
+        format!("{{{}counts}}:", self.prefix)
     }
 
     /// Every key of `generation` starts with this.
     pub fn generation_prefix(&self, generation: &str) -> String {
-        format!("{}counts:{generation}:", self.prefix)
+        format!("{}{generation}:", self.base())
     }
 
     pub fn checkpoint(&self, generation: &str) -> String {
@@ -109,11 +116,11 @@ mod tests {
     fn keys_follow_the_documented_layout() {
         let keys = CountKeys::new("t:");
         let owner = Uuid::nil();
-        assert_eq!(keys.current(), "t:counts:current");
-        assert_eq!(keys.checkpoint("g2"), "t:counts:g2:checkpoint");
+        assert_eq!(keys.current(), "{t:counts}:current");
+        assert_eq!(keys.checkpoint("g2"), "{t:counts}:g2:checkpoint");
         assert_eq!(
             keys.owner("g2", owner),
-            format!("t:counts:g2:owner:{owner}")
+            format!("{{t:counts}}:g2:owner:{owner}")
         );
         assert!(keys.owner("g2", owner).starts_with(&keys.base()));
     }

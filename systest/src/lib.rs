@@ -14,7 +14,7 @@ use anyhow::Context;
 use tasklog_platform::testing::{self, TcpProxy, TestDb};
 use uuid::Uuid;
 
-pub use client::{Api, Session};
+pub use client::{Api, Reply, Session};
 pub use service::Service;
 
 /// Where the binaries under test are; integration tests fill it from
@@ -49,7 +49,15 @@ impl System {
 
     /// Like `start`, with extra environment for every service.
     pub async fn start_with(bins: Binaries, extra: &[(&str, &str)]) -> anyhow::Result<System> {
-        let db = TestDb::new().await?;
+        Self::start_on(bins, TestDb::new().await?, extra).await
+    }
+
+    /// Like `start_with`, on a database the caller made (on another server).
+    pub async fn start_on(
+        bins: Binaries,
+        db: TestDb,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<System> {
         let redis_prefix = testing::redis_prefix();
         let postgres = TcpProxy::start(host_port(db.url())?, true).await?;
         let redis = TcpProxy::start(host_port(&testing::redis_url())?, true).await?;
@@ -107,6 +115,25 @@ impl System {
             service.wait_ready().await?;
         }
         Ok(system)
+    }
+
+    /// One more query service with this system's environment and `extra`
+    /// (e.g. `READ_REPLICA_URLS`), started and ready.
+    pub async fn add_query(
+        &self,
+        name: &'static str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
+        let mut env = self.env.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let mut query = Service::new(name, &self.bins.query, &[], &env, &self.dir)?;
+        query.spawn()?;
+        query.wait_ready().await?;
+        Ok(query)
     }
 
     /// A client for the command and query services.
@@ -170,7 +197,7 @@ impl Drop for System {
 }
 
 /// `host:port` of a postgres:// or redis:// URL.
-fn host_port(url: &str) -> anyhow::Result<String> {
+pub fn host_port(url: &str) -> anyhow::Result<String> {
     let parsed = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
     let host = parsed.host_str().context("URL without host")?;
     let port = parsed
@@ -182,7 +209,8 @@ fn host_port(url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
-fn with_host_port(url: &str, addr: &str) -> anyhow::Result<String> {
+/// `url` with its host and port replaced by `addr` (a proxy's, say).
+pub fn with_host_port(url: &str, addr: &str) -> anyhow::Result<String> {
     let mut parsed = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
     let (host, port) = addr.split_once(':').context("address without port")?;
     parsed

@@ -2,7 +2,10 @@
 //! local fallback with Redis down, client IPs behind trusted proxies, and
 //! budgets no forged token can spend.
 
-use tasklog_platform::testing::redis_prefix;
+use redis::AsyncCommands;
+use tasklog_platform::testing::{
+    delete_cluster_prefix, redis_cluster_urls, redis_prefix, redis_url,
+};
 use uuid::Uuid;
 
 use crate::support::{Options, header, problem, spawn, spawn_with, token};
@@ -211,4 +214,54 @@ async fn leased_budgets_never_let_more_than_the_quota_through_two_instances() {
     }
     // At most one reserved request per instance may go unspent.
     assert!((198..=200).contains(&allowed), "{allowed} allowed");
+}
+
+/// The same shared budgets with the instances on a Redis Cluster
+/// (`REDIS_CLUSTER_URLS`): the window script's one key lives on whichever
+/// master owns its slot, and nothing is written to the single server.
+#[tokio::test]
+async fn two_instances_on_a_redis_cluster_share_each_budget() {
+    let Some(cluster) = redis_cluster_urls() else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let env = [("RATE_LIMIT_AUTH", "4"), ("RATE_LIMIT_API", "3")];
+    let options = || Options {
+        env: &env,
+        redis_prefix: prefix.clone(),
+        redis_cluster: cluster.clone(),
+        redis_url: "redis://127.0.0.1:1".to_owned(),
+        ..Options::default()
+    };
+    let a = spawn_with(options()).await;
+    let b = spawn_with(options()).await;
+    for app in [&a, &b, &a, &b] {
+        assert_eq!(app.login().await.status(), 200);
+    }
+    assert_eq!(a.login().await.status(), 429);
+    assert_eq!(b.login().await.status(), 429);
+    let alice = token(Uuid::new_v4());
+    for app in [&a, &b, &a] {
+        let response = app.get("/v1/me").bearer_auth(&alice).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    problem(
+        b.get("/v1/me").bearer_auth(&alice).send().await.unwrap(),
+        429,
+    )
+    .await;
+
+    let client = redis::cluster::ClusterClient::new(cluster.iter().map(String::as_str)).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 2, "the budgets live on the cluster: {keys:?}");
+    let single = redis::Client::open(redis_url()).unwrap();
+    let mut single = single.get_multiplexed_async_connection().await.unwrap();
+    let elsewhere: Vec<String> = single.keys(format!("{prefix}*")).await.unwrap();
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+    delete_cluster_prefix(&cluster, &prefix).await.unwrap();
 }

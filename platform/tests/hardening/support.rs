@@ -105,6 +105,8 @@ pub struct Options<'a> {
     pub environment: Environment,
     pub redis_prefix: String,
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster; empty: `redis_url`.
+    pub redis_cluster: Vec<String>,
     pub drain: DrainSettings,
 }
 
@@ -115,6 +117,7 @@ impl Default for Options<'_> {
             environment: Environment::Development,
             redis_prefix: redis_prefix(),
             redis_url: redis_url(),
+            redis_cluster: Vec::new(),
             drain: DrainSettings::default(),
         }
     }
@@ -136,6 +139,7 @@ pub async fn spawn_with(options: Options<'_>) -> Server {
     .expect("test settings");
     let redis = RedisHandle::new(&RedisSettings {
         url: options.redis_url,
+        cluster: options.redis_cluster,
         prefix: options.redis_prefix,
         timeout: Duration::from_millis(250),
     })

@@ -116,10 +116,15 @@ impl World {
     }
 
     pub async fn counts_checkpoint(&self) -> Option<Position> {
-        let generation: Option<String> = self.get(&format!("{}counts:current", self.prefix)).await;
+        let generation: Option<String> = self
+            .get(&format!("{{{}counts}}:current", self.prefix))
+            .await;
         let generation = generation?;
         let text: Option<String> = self
-            .get(&format!("{}counts:{generation}:checkpoint", self.prefix))
+            .get(&format!(
+                "{{{}counts}}:{generation}:checkpoint",
+                self.prefix
+            ))
             .await;
         text.filter(|t| !t.is_empty())
             .map(|t| t.parse().expect("a position"))
@@ -136,10 +141,10 @@ impl World {
     /// An owner's counts in the current generation (missing fields are 0).
     pub async fn counts(&self, owner: UserId) -> HashMap<String, i64> {
         let generation = self
-            .get(&format!("{}counts:current", self.prefix))
+            .get(&format!("{{{}counts}}:current", self.prefix))
             .await
             .expect("a counts generation");
-        let key = format!("{}counts:{generation}:owner:{owner}", self.prefix);
+        let key = format!("{{{}counts}}:{generation}:owner:{owner}", self.prefix);
         let hash: HashMap<String, i64> = self
             .redis
             .run(|mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await })

@@ -262,7 +262,7 @@ async fn verify_passes_on_a_correct_read_model_and_reports_tampering() {
         .execute(w.pool())
         .await
         .unwrap();
-    let key = format!("{}counts:g1:owner:{}", w.prefix, people[0]);
+    let key = format!("{{{}counts}}:g1:owner:{}", w.prefix, people[0]);
     w.redis
         .run(|mut c| async move {
             redis::cmd("HINCRBY")

@@ -12,10 +12,15 @@ use tasklog_platform::testing::TcpProxy as Proxy;
 
 /// Starts the real binary on this world, named `instance`.
 fn spawn_binary(w: &World, instance: &str) -> Child {
+    spawn_binary_on(w, instance, w.db.url())
+}
+
+/// The same, reaching Postgres at `database_url` (a proxy's, say).
+fn spawn_binary_on(w: &World, instance: &str, database_url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tasklog-projector"))
         .arg("run")
         .env_clear()
-        .env("DATABASE_URL", w.db.url())
+        .env("DATABASE_URL", database_url)
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", &w.prefix)
         .env("BIND_ADDR", "127.0.0.1:0")
@@ -70,6 +75,47 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
     let diffs = w.verify().await;
     let _ = b.kill();
     let _ = b.wait();
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
+
+/// A partition: the holder's connections go silent (no FIN, no reset). The
+/// server must end the holder's lease session within seconds, not after its
+/// TCP keepalive default of two hours, so the standby takes over (`eventually`
+/// gives it 30 s). Fails without the lease session's `idle_session_timeout`.
+#[tokio::test]
+async fn a_standby_takes_over_when_the_holder_is_cut_off_without_a_reset() {
+    let mut w = World::new().await;
+    tasklog_projector::migrate(w.pool()).await.unwrap();
+    let people = owners(2);
+    let proxy = Proxy::start("127.0.0.1:5432", true).await.unwrap();
+    let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port())).to_string();
+    let mut a = spawn_binary_on(&w, "instance-a", &via_proxy);
+    w.eventually("instance a holds both leases", || async {
+        holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-a/tasks")
+            && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-a/counts")
+    })
+    .await;
+    let mut b = spawn_binary(&w, "instance-b");
+    w.writer.busy_history(&people, 10).await;
+    w.wait_caught_up().await;
+
+    proxy.silence();
+    w.eventually(
+        "instance b takes both leases from the silent holder",
+        || async {
+            holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-b/tasks")
+                && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-b/counts")
+        },
+    )
+    .await;
+    w.writer.busy_history(&people, 10).await;
+    w.wait_caught_up().await;
+    let diffs = w.verify().await;
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert!(diffs.is_empty(), "{diffs:#?}");
 }
 

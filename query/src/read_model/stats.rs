@@ -1,9 +1,13 @@
-//! `Stats`: counts from Redis when it answers and is not behind the Postgres
-//! read model, else from Postgres; `overdue` (time-dependent, so never
-//! counted ahead of time) always from Postgres.
+//! `Stats`: one answer from one position. Counts from Redis when it answers
+//! at exactly the Postgres read model's position, with `overdue`
+//! (time-dependent, so never counted ahead of time) from Postgres; else
+//! everything from Postgres in one statement. Redis ahead of Postgres is as
+//! unusable as behind: a delete counted in Redis but not yet applied in
+//! Postgres would read `total: 0, overdue: 1`.
 
 use serde::Serialize;
 use sqlx::PgPool;
+use tasklog_events::Position;
 use tasklog_platform::ApiError;
 use tasklog_platform::redis::RedisHandle;
 use utoipa::ToSchema;
@@ -47,13 +51,27 @@ pub struct Stats {
 #[derive(sqlx::FromRow)]
 struct Overdue {
     commit_position: Option<i64>,
+    prepare_position: Option<i64>,
     overdue: i64,
 }
 
-const OVERDUE: &str = "SELECT \
-    (SELECT commit_position FROM readmodel.checkpoints WHERE projection = 'tasks') AS commit_position, \
-    count(*) AS overdue \
-    FROM readmodel.tasks WHERE owner_id = $1 AND due_at < now() AND status <> 'done'";
+impl Overdue {
+    fn position(&self) -> Option<Position> {
+        let (Some(commit), Some(prepare)) = (self.commit_position, self.prepare_position) else {
+            return None;
+        };
+        Some(Position::new(
+            u64::try_from(commit).ok()?,
+            u64::try_from(prepare).ok()?,
+        ))
+    }
+}
+
+const OVERDUE: &str = "SELECT c.commit_position, c.prepare_position, \
+    (SELECT count(*) FROM readmodel.tasks \
+      WHERE owner_id = $1 AND due_at < now() AND status <> 'done') AS overdue \
+    FROM (SELECT 1) AS one \
+    LEFT JOIN readmodel.checkpoints c ON c.projection = 'tasks'";
 
 const ALL_FROM_POSTGRES: &str = "SELECT count(*) AS total, \
     count(*) FILTER (WHERE status = 'todo') AS todo, \
@@ -100,16 +118,15 @@ pub async fn stats(db: &PgPool, redis: &RedisHandle, owner: Uuid) -> Result<Stat
             .fetch_one(&mut *conn)
     );
     let overdue = overdue.map_err(db_error)?;
-    #[allow(clippy::cast_sign_loss)]
-    let pg_commit = overdue.commit_position.map_or(0, |c| c as u64);
+    let pg_position = overdue.position();
     match counts {
-        Ok(Some(counts)) if counts.checkpoint.commit >= pg_commit => {
+        Ok(Some(counts)) if Some(counts.checkpoint) == pg_position => {
             return Ok(from_redis(&counts, overdue.overdue));
         }
         Ok(Some(counts)) => tracing::debug!(
-            redis = counts.checkpoint.commit,
-            postgres = pg_commit,
-            "redis counts are behind; counting in postgres"
+            redis = %counts.checkpoint,
+            postgres = ?pg_position,
+            "redis counts are at another position; counting in postgres"
         ),
         Ok(None) => tracing::debug!("no redis counts yet; counting in postgres"),
         Err(e) => tracing::warn!(error = %e, "redis unavailable; counting in postgres"),

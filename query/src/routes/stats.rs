@@ -30,7 +30,7 @@ pub(crate) async fn stats(
     reader: Reader,
     State(app): State<AppState>,
 ) -> Result<Response, ApiError> {
-    let stats = read_model::stats(&app.db, &app.redis, reader.user).await?;
+    let stats = read_model::stats(&reader.db(&app), &app.redis, reader.user).await?;
     let source = HeaderValue::from_static(stats.source);
     let mut response = Json(stats).into_response();
     response.headers_mut().insert(STATS_SOURCE.clone(), source);

@@ -85,10 +85,14 @@ pub(crate) async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = raw.as_deref().unwrap_or_default();
-    if let Some(body) = app.pages.get(reader.user, query) {
+    let cacheable = reader.cacheable();
+    if let Some(body) = app.pages.get(reader.user, query).filter(|_| cacheable) {
         return Ok(json_body(body));
     }
+    // Stamp, then choose the replica: any replica in the rotation from now
+    // on has replayed whatever the stamp's generation announced.
     let stamp = app.pages.stamp(reader.user);
+    let db = reader.db(&app);
     let q = ListQuery::parse(raw.as_deref())?;
     let page = match &q.paging {
         Paging::Cursor(cursor) => {
@@ -96,7 +100,7 @@ pub(crate) async fn list(
                 .as_deref()
                 .map(|c| app.cursor_key.decode(reader.user, q.sort, c))
                 .transpose()?;
-            let page = read_model::list(&app.db, reader.user, &q, after.as_ref())
+            let page = read_model::list(&db, reader.user, &q, after.as_ref())
                 .await
                 .map_err(db_error)?;
             TaskPage::Cursor(CursorPage {
@@ -107,7 +111,7 @@ pub(crate) async fn list(
             })
         }
         Paging::Page(number) => {
-            let mut conn = app.db.acquire().await.map_err(db_error)?;
+            let mut conn = db.acquire().await.map_err(db_error)?;
             let (tasks, total) = read_model::numbered(&mut conn, reader.user, &q, *number)
                 .await
                 .map_err(db_error)?;
@@ -123,7 +127,9 @@ pub(crate) async fn list(
         }
     };
     let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
-    app.pages.put(reader.user, query, stamp, body.clone());
+    if cacheable {
+        app.pages.put(reader.user, query, stamp, body.clone());
+    }
     Ok(json_body(body))
 }
 
@@ -179,7 +185,7 @@ pub(crate) async fn show(
 ) -> Result<Response, ApiError> {
     let as_of = QueryParams::parse(raw.as_deref(), &["as_of"])?.time("as_of")?;
     let task = match as_of {
-        None => read_model::get(&app.db, reader.user, id)
+        None => read_model::get(&reader.db(&app), reader.user, id)
             .await
             .map_err(db_error)?,
         Some(at) => timeline::as_of(app.store.as_ref(), reader.user, id, at).await?,

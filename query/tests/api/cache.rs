@@ -168,3 +168,42 @@ async fn no_page_is_served_while_announcements_cannot_arrive() {
     let page = page.expect("lists recover");
     assert_eq!(titles(&page).len(), 2, "{page}");
 }
+
+/// The listener's connection dies without a reset (an idle NAT drop, a
+/// failover): no error ever arrives on it. Without a heartbeat the service
+/// would keep serving the kept page and reporting the old position for good;
+/// with it, the silence is noticed within seconds, the cache goes off and
+/// the listener reconnects and resyncs (`eventually`: 30 s).
+#[tokio::test]
+async fn a_listener_whose_connection_goes_silent_is_noticed_and_resynced() {
+    let app = spawn_app_behind_proxy(&[("DATABASE_ACQUIRE_TIMEOUT_MS", "300")]).await;
+    let alice = user();
+    app.create(&alice, NewTask::titled("one")).await;
+    app.project().await;
+    assert_eq!(titles(&app.json(&alice, "/v1/tasks").await), ["one"]);
+    assert_eq!(titles(&app.json(&alice, "/v1/tasks").await), ["one"]);
+
+    // Every connection open now hears nothing more; new ones work.
+    app.proxy.as_ref().expect("a proxy").silence_open();
+    app.create(&alice, NewTask::titled("two")).await;
+    let reached = app.project_unheard().await.expect("a position").commit;
+
+    let mut last = None;
+    for _ in 0..300 {
+        let response = app.get(&alice, "/v1/tasks").send().await.expect("sent");
+        let position: u64 = response.headers()["x-projection-position"]
+            .to_str()
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .expect("a position");
+        if response.status() == StatusCode::OK {
+            let page: Value = response.json().await.expect("json");
+            if titles(&page).len() == 2 && position >= reached {
+                return;
+            }
+            last = Some((position, page));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still the old answer after 30 s: {last:?} (projected to {reached})");
+}

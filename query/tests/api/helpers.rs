@@ -120,6 +120,7 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     // The projector's Redis is the real one even when the service is pointed elsewhere.
     let redis = RedisHandle::new(&RedisSettings {
         url: redis_url.clone(),
+        cluster: Vec::new(),
         prefix: prefix.clone(),
         timeout: std::time::Duration::from_secs(5),
     })

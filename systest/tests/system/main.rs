@@ -8,6 +8,7 @@ mod failures;
 mod gateway;
 mod lifecycle;
 mod otel;
+mod replicas;
 
 use tasklog_systest::{Binaries, System};
 
