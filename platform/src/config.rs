@@ -129,15 +129,31 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     pub const DEFAULT_URL: &'static str = "postgres://postgres@127.0.0.1:5432/tasklog";
 
+    /// The log's and the accounts' server (`DATABASE_URL`).
+    ///
     /// # Errors
     /// When a variable is invalid.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.string("DATABASE_URL", Self::DEFAULT_URL);
+        Self::with_url(env, "DATABASE_URL", url)
+    }
+
+    /// The read model's server: `READMODEL_DATABASE_URL`, or the same as
+    /// `DATABASE_URL` when unset, so a one-server install changes nothing.
+    /// The pool's size and timeout are the same variables as the log's.
+    ///
+    /// # Errors
+    /// When a variable is invalid.
+    pub fn readmodel_from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.get("READMODEL_DATABASE_URL") {
+            Some(url) => Self::with_url(env, "READMODEL_DATABASE_URL", url.to_owned()),
+            None => Self::from_env(env),
+        }
+    }
+
+    fn with_url(env: &Env, var: &'static str, url: String) -> Result<Self, ConfigError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "must be a postgres:// URL",
-            ));
+            return Err(ConfigError::new(var, "must be a postgres:// URL"));
         }
         let max_connections = env.parse("DATABASE_MAX_CONNECTIONS", 20_u32)?;
         if max_connections == 0 {
@@ -223,6 +239,32 @@ mod tests {
         let db = DatabaseSettings::from_env(&env).unwrap();
         assert_eq!(db.url, DatabaseSettings::DEFAULT_URL);
         assert_eq!(db.max_connections, 20);
+    }
+
+    #[test]
+    fn the_read_model_shares_the_log_server_unless_given_its_own() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://log/db")]);
+        let readmodel = DatabaseSettings::readmodel_from_env(&env).unwrap();
+        assert_eq!(readmodel.url, "postgres://log/db");
+
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://log/db"),
+            ("READMODEL_DATABASE_URL", "postgres://reads/db"),
+            ("DATABASE_MAX_CONNECTIONS", "7"),
+        ]);
+        let readmodel = DatabaseSettings::readmodel_from_env(&env).unwrap();
+        assert_eq!(readmodel.url, "postgres://reads/db");
+        assert_eq!(readmodel.max_connections, 7);
+        assert_eq!(
+            DatabaseSettings::from_env(&env).unwrap().url,
+            "postgres://log/db"
+        );
+
+        let env = Env::from_pairs([("READMODEL_DATABASE_URL", "redis://x")]);
+        assert_eq!(
+            DatabaseSettings::readmodel_from_env(&env).unwrap_err().name,
+            "READMODEL_DATABASE_URL"
+        );
     }
 
     #[test]

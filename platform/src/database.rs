@@ -39,6 +39,24 @@ pub fn pool(settings: &DatabaseSettings, application: &str) -> Result<PgPool, Co
         .connect_lazy_with(options.application_name(application)))
 }
 
+/// The log's pool and the read model's (`READMODEL_DATABASE_URL`): one
+/// pool for both when they name the same database, as in a one-server
+/// install, so it holds no more connections than before.
+///
+/// # Errors
+/// When a URL does not parse.
+pub fn log_and_readmodel_pools(
+    log: &DatabaseSettings,
+    readmodel: &DatabaseSettings,
+    application: &str,
+) -> Result<(PgPool, PgPool), ConfigError> {
+    let log_pool = pool(log, application)?;
+    if readmodel.url == log.url {
+        return Ok((log_pool.clone(), log_pool));
+    }
+    Ok((log_pool, pool(readmodel, application)?))
+}
+
 /// Idle longer than this, a pooled connection is checked before use.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
 

@@ -222,14 +222,18 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
 async fn connect(
     settings: &Settings,
 ) -> anyhow::Result<(PgPool, Arc<dyn EventStore>, RedisHandle)> {
-    let db = database::pool(&settings.database, "tasklog-projector")?;
+    let (log_db, db) = database::log_and_readmodel_pools(
+        &settings.database,
+        &settings.readmodel,
+        "tasklog-projector",
+    )?;
     let url = settings
         .event_store_url
         .as_ref()
         .map(|u| u.expose_secret().to_owned());
     let store = tokio::time::timeout(
         Duration::from_secs(30),
-        open_when_ready(url.as_deref(), db.clone()),
+        open_when_ready(url.as_deref(), log_db),
     )
     .await
     .context("the event log did not become reachable within 30 s")??;

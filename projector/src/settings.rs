@@ -13,7 +13,11 @@ use crate::lease::LeaseTiming;
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8083";
 
 pub struct Settings {
+    /// The log's server (`DATABASE_URL`), when the log is in Postgres.
     pub database: DatabaseSettings,
+    /// The read model's, its checkpoints' and the leases' server
+    /// (`READMODEL_DATABASE_URL`, default the same as `DATABASE_URL`).
+    pub readmodel: DatabaseSettings,
     pub redis: RedisSettings,
     /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
     /// Secret because such URLs often carry credentials.
@@ -69,6 +73,7 @@ impl Settings {
         }
         Ok(Self {
             database: DatabaseSettings::from_env(env)?,
+            readmodel: DatabaseSettings::readmodel_from_env(env)?,
             redis,
             event_store_url: event_store_url.map(SecretString::from),
             bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,

@@ -68,13 +68,17 @@ impl Application {
         };
         let listener = TcpListener::bind(settings.bind_addr).await.map_err(bind)?;
         let port = listener.local_addr().map_err(bind)?.port();
-        let db = database::pool(&settings.database, "tasklog-projector")?;
+        let (log_db, db) = database::log_and_readmodel_pools(
+            &settings.database,
+            &settings.readmodel,
+            "tasklog-projector",
+        )?;
         retry_until_ok("migrating the readmodel schema", || migrate(&db)).await;
         let url = settings
             .event_store_url
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
-        let store = open_when_ready(url.as_deref(), db.clone()).await?;
+        let store = open_when_ready(url.as_deref(), log_db).await?;
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
         let router = with_common_layers(

@@ -33,7 +33,11 @@ const MIN_CURSOR_SECRET_BYTES: usize = 32;
 
 pub struct Settings {
     pub environment: Environment,
+    /// The log's server (`DATABASE_URL`): history and as-of read the log.
     pub database: DatabaseSettings,
+    /// The read model's server (`READMODEL_DATABASE_URL`, default the same):
+    /// lists, details, stats, the change feed.
+    pub readmodel: DatabaseSettings,
     pub redis: RedisSettings,
     /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
     /// Secret because such URLs often carry credentials.
@@ -46,7 +50,7 @@ pub struct Settings {
     /// Memory for list pages answered again without Postgres; 0 turns it off.
     pub list_cache_bytes: u64,
     /// Hot standbys of the read model's server (`READ_REPLICA_URLS`); empty:
-    /// every read goes to `database`.
+    /// every read goes to `readmodel`.
     pub replica_urls: Vec<String>,
     /// A replica further behind than this leaves the rotation.
     pub replica_max_lag: Duration,
@@ -127,6 +131,7 @@ impl Settings {
             replica_max_lag: env.millis("REPLICA_MAX_LAG_MS", Duration::from_secs(5))?,
             replica_poll,
             database: DatabaseSettings::from_env(env)?,
+            readmodel: DatabaseSettings::readmodel_from_env(env)?,
             redis: RedisSettings::from_env(env)?,
             event_store_url: event_store_url.map(SecretString::from),
             bind_addr: bind_addr(env, DEFAULT_BIND_ADDR)?,

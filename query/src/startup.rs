@@ -76,20 +76,23 @@ impl Application {
                 source,
             })?
             .port();
-        let db = database::pool(&settings.database, "tasklog-query")?;
+        let (log_db, db) = database::log_and_readmodel_pools(
+            &settings.database,
+            &settings.readmodel,
+            "tasklog-query",
+        )?;
         let store = open_when_ready(
             settings
                 .event_store_url
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
-            db.clone(),
+            log_db,
         )
         .await?;
         let redis = RedisHandle::new(&settings.redis)?;
         let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();
         let pages = Arc::new(PageCache::new(settings.list_cache_bytes));
-        let projection = ProjectionWatch::start(db.clone(), pages.clone(), stop.clone());
         let changes = ChangeHub::start(db.clone(), stop.clone());
         let streams = Streams {
             slots: StreamSlots::new(redis.clone(), settings.sse_max_per_user),
@@ -98,7 +101,7 @@ impl Application {
         };
         let replicas = Arc::new(Replicas::new(
             &settings.replica_urls,
-            &settings.database,
+            &settings.readmodel,
             settings.replica_max_lag,
             settings.replica_poll,
         )?);

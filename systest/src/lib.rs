@@ -5,6 +5,7 @@
 #![allow(clippy::missing_errors_doc)]
 
 mod client;
+mod redis_cluster;
 mod service;
 pub mod sse;
 
@@ -15,6 +16,7 @@ use tasklog_platform::testing::{self, TcpProxy, TestDb};
 use uuid::Uuid;
 
 pub use client::{Api, Reply, Session};
+pub use redis_cluster::RedisCluster;
 pub use service::Service;
 
 /// Where the binaries under test are; integration tests fill it from

@@ -8,6 +8,8 @@ mod failures;
 mod gateway;
 mod lifecycle;
 mod otel;
+mod readmodel_server;
+mod redis_cluster;
 mod replicas;
 
 use tasklog_systest::{Binaries, System};
