@@ -54,7 +54,7 @@ pub async fn status(
     projections.push(one(db, store, TASKS, tasks_status).await);
     let counts = CountsProjection::new(redis.clone());
     let counts_status = match counts.checkpoint().await {
-        Ok(cp) => (cp.generation, cp.position, None),
+        Ok(cp) => (cp.generation(), cp.position(), None),
         Err(e) => (String::new(), None, Some(e.to_string())),
     };
     projections.push(one(db, store, COUNTS, counts_status).await);

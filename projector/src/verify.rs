@@ -15,10 +15,11 @@ use tasklog_events::{EventStore, Position};
 use tasklog_platform::redis::RedisHandle;
 use uuid::Uuid;
 
-use crate::counts::CountsProjection;
+use crate::counts::{CountsProjection, PartitionSnapshot};
 use crate::error::ProjectorError;
 use crate::fold::{Counts, TaskRow, counts_of, decode_owned, fold_rows};
 use tasklog_readmodel::checkpoint::read_checkpoint;
+use tasklog_readmodel::counts::partition_of;
 use tasklog_readmodel::generation;
 use tasklog_readmodel::migrate;
 
@@ -28,7 +29,8 @@ const PAGE: usize = 10_000;
 pub struct VerifyReport {
     pub tasks_position: Option<Position>,
     pub tasks_checked: usize,
-    /// `None` when the counts were not checked.
+    /// `None` when the counts were not checked; else the oldest
+    /// partition's checkpoint (each partition is compared at its own).
     pub counts_position: Option<Option<Position>>,
     pub owners_checked: usize,
     /// One line per difference.
@@ -81,56 +83,86 @@ pub async fn verify(
         tasks_checked: stored_rows.len(),
         ..VerifyReport::default()
     };
-    let counts_at = counts_snapshot
-        .as_ref()
-        .map(|s| s.as_ref().and_then(|(cp, _)| cp.position));
-    report.counts_position = counts_at;
+    let partitions: Vec<&PartitionSnapshot> = counts_snapshot
+        .iter()
+        .flatten()
+        .filter_map(Option::as_ref)
+        .collect();
+    if counts_snapshot.is_some() {
+        report.counts_position = Some(
+            partitions
+                .iter()
+                .map(|p| p.checkpoint.position)
+                .min()
+                .flatten(),
+        );
+    }
 
-    // Fold to the earlier checkpoint, compare, then on to the later one.
-    let mut targets: Vec<(Option<Position>, bool)> = vec![(tasks_at, true)];
-    if let Some(at) = counts_at {
-        targets.push((at, false));
+    // Fold to the earliest checkpoint, compare, then on to the next one:
+    // the read model's, and each counts partition's.
+    enum Target<'a> {
+        Tasks,
+        Partition(&'a PartitionSnapshot),
+    }
+    let mut targets: Vec<(Option<Position>, Target)> = vec![(tasks_at, Target::Tasks)];
+    for partition in &partitions {
+        targets.push((partition.checkpoint.position, Target::Partition(partition)));
     }
     targets.sort_by_key(|(at, _)| *at);
 
+    let keys = redis.map(|r| CountsProjection::new(r.clone()).keys().clone());
     let mut map: HashMap<TaskId, TaskRow> = HashMap::new();
     let mut position: Option<Position> = None;
-    for (target, is_tasks) in targets {
+    for (target, what) in targets {
         let reached = fold_to(store, &mut map, &mut position, target).await?;
         if reached < target {
-            let which = if is_tasks { "read model" } else { "counts" };
+            let which = match what {
+                Target::Tasks => "read model".to_owned(),
+                Target::Partition(p) => format!("counts partition {}", p.partition),
+            };
             report.differences.push(format!(
                 "{which} checkpoint {} is beyond the log's last event {}",
                 show(target),
                 show(reached)
             ));
         }
-        if is_tasks {
-            compare_rows(&map, &stored_rows, &mut report.differences);
-        } else if let Some(Some((checkpoint, hashes))) = &counts_snapshot {
-            let prefix = CountsProjection::new(redis_or_unreachable(redis)?.clone())
-                .keys()
-                .owner_prefix(&checkpoint.generation);
-            report.owners_checked = compare_counts(
-                &counts_of(map.values()),
-                hashes,
-                &prefix,
-                &mut report.differences,
-            );
+        match what {
+            Target::Tasks => compare_rows(&map, &stored_rows, &mut report.differences),
+            Target::Partition(snapshot) => {
+                let keys = keys.as_ref().ok_or_else(|| {
+                    ProjectorError::Corrupt("counts snapshot without Redis".into())
+                })?;
+                let mut expected = counts_of(map.values());
+                expected.retain(|owner, _| partition_of(owner.0) == snapshot.partition);
+                report.owners_checked += compare_counts(
+                    &expected,
+                    &snapshot.hashes,
+                    &keys.owner_prefix(&snapshot.checkpoint.generation, snapshot.partition),
+                    &mut report.differences,
+                );
+            }
         }
     }
-    if let Some(None) = &counts_snapshot {
-        if !map.is_empty() || position.is_some() {
-            report
-                .differences
-                .push("counts: Redis holds no counts generation".into());
+    if let Some(all) = &counts_snapshot {
+        let missing: Vec<usize> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        if !missing.is_empty() && (!map.is_empty() || position.is_some()) {
+            if missing.len() == all.len() {
+                report
+                    .differences
+                    .push("counts: Redis holds no counts generation".into());
+            } else {
+                report.differences.push(format!(
+                    "counts: partitions {missing:?} hold no counts generation"
+                ));
+            }
         }
     }
     Ok(report)
-}
-
-fn redis_or_unreachable(redis: Option<&RedisHandle>) -> Result<&RedisHandle, ProjectorError> {
-    redis.ok_or_else(|| ProjectorError::Corrupt("counts snapshot without Redis".into()))
 }
 
 fn show(p: Option<Position>) -> String {

@@ -18,7 +18,9 @@ use tasklog_events::{EventStore, ExpectedVersion, Metadata, Position};
 use tasklog_platform::config::{Env, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_projector::counts::CountsProjection;
 use tasklog_projector::{Application, Settings};
+use tasklog_readmodel::counts::{CountKeys, partition_of};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -115,19 +117,14 @@ impl World {
         tasklog_readmodel::checkpoint::from_db(c, p)
     }
 
+    /// The position every counts partition has reached (the oldest).
     pub async fn counts_checkpoint(&self) -> Option<Position> {
-        let generation: Option<String> = self
-            .get(&format!("{{{}counts}}:current", self.prefix))
-            .await;
-        let generation = generation?;
-        let text: Option<String> = self
-            .get(&format!(
-                "{{{}counts}}:{generation}:checkpoint",
-                self.prefix
-            ))
-            .await;
-        text.filter(|t| !t.is_empty())
-            .map(|t| t.parse().expect("a position"))
+        use tasklog_projector::projection::Projection;
+        CountsProjection::new(self.redis.clone())
+            .checkpoint()
+            .await
+            .expect("redis answers")
+            .position()
     }
 
     async fn get(&self, key: &str) -> Option<String> {
@@ -140,11 +137,12 @@ impl World {
 
     /// An owner's counts in the current generation (missing fields are 0).
     pub async fn counts(&self, owner: UserId) -> HashMap<String, i64> {
+        let keys = CountKeys::new(&self.prefix);
         let generation = self
-            .get(&format!("{{{}counts}}:current", self.prefix))
+            .get(&keys.current(partition_of(owner.0)))
             .await
             .expect("a counts generation");
-        let key = format!("{{{}counts}}:{generation}:owner:{owner}", self.prefix);
+        let key = keys.owner(&generation, owner.0);
         let hash: HashMap<String, i64> = self
             .redis
             .run(|mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await })

@@ -262,7 +262,7 @@ async fn verify_passes_on_a_correct_read_model_and_reports_tampering() {
         .execute(w.pool())
         .await
         .unwrap();
-    let key = format!("{{{}counts}}:g1:owner:{}", w.prefix, people[0]);
+    let key = tasklog_readmodel::counts::CountKeys::new(&w.prefix).owner("g1", people[0].0);
     w.redis
         .run(|mut c| async move {
             redis::cmd("HINCRBY")
@@ -396,4 +396,66 @@ async fn each_batch_notifies_its_position_and_whose_rows_it_changed() {
         BTreeSet::from([patched.0, deleted.0, created.0]),
         "not {untouched:?}"
     );
+}
+
+/// A crash between two partitions' scripts leaves the counts partitions at
+/// different positions. The projection then reads on from the oldest, and a
+/// partition that is ahead must count only what comes after its own
+/// checkpoint, or it counts those events twice.
+#[tokio::test]
+async fn counts_partitions_left_apart_by_a_crash_count_each_event_once() {
+    use tasklog_readmodel::counts::partition_of;
+
+    let mut w = World::new().await;
+    tasklog_readmodel::migrate(w.pool()).await.unwrap();
+    let people = loop {
+        let people = owners(4);
+        let first = partition_of(people[0].0);
+        if people.iter().any(|p| partition_of(p.0) != first) {
+            break people;
+        }
+    };
+    w.writer.busy_history(&people, 24).await;
+    let events = w.all_events().await;
+    let third = events.len() / 3;
+    let (first, rest) = events.split_at(third);
+    let second = &rest[..third];
+
+    let counts = CountsProjection::new(w.redis.clone());
+    let c0 = counts.checkpoint().await.unwrap();
+    let Applied::Done(c1) = counts.apply(w.store.as_ref(), &c0, first).await.unwrap() else {
+        panic!("first apply");
+    };
+    // Of the second batch's scripts, only the first owner's partition ran.
+    let ahead = usize::from(partition_of(people[0].0));
+    let second_end = second.last().unwrap().position;
+    let mut only_ahead = c1.clone();
+    for (p, partition) in only_ahead.partitions.iter_mut().enumerate() {
+        if p != ahead {
+            partition.position = Some(second_end);
+        }
+    }
+    assert!(matches!(
+        counts
+            .apply(w.store.as_ref(), &only_ahead, second)
+            .await
+            .unwrap(),
+        Applied::Done(_)
+    ));
+
+    // Restarted: it reads on from the oldest partition, over events the
+    // partition ahead has already counted.
+    let restarted = counts.checkpoint().await.unwrap();
+    assert_eq!(restarted.position(), c1.position());
+    assert_eq!(restarted.partitions[ahead].position, Some(second_end));
+    let Applied::Done(_) = counts
+        .apply(w.store.as_ref(), &restarted, rest)
+        .await
+        .unwrap()
+    else {
+        panic!("the rest");
+    };
+    assert_eq!(w.counts_checkpoint().await, w.head().await);
+    let diffs = w.verify().await;
+    assert!(diffs.is_empty(), "{diffs:#?}");
 }

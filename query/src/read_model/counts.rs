@@ -1,5 +1,5 @@
 //! The projector's Redis counts (layout: `tasklog_readmodel::counts`): one
-//! owner's hash and the checkpoint of the generation it belongs to, read
+//! owner's hash and the checkpoint of its partition's generation, read
 //! together in one script so the pair is consistent (the projector writes
 //! both atomically).
 
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redis::Value;
 use tasklog_events::Position;
 use tasklog_platform::redis::{RedisHandle, RedisUnavailable};
-use tasklog_readmodel::counts::{CountKeys, READ_OWNER_SCRIPT, parse_checkpoint};
+use tasklog_readmodel::counts::{CountKeys, READ_OWNER_SCRIPT, parse_checkpoint, partition_of};
 use uuid::Uuid;
 
 /// One owner's counts and how far into the log they are.
@@ -37,7 +37,8 @@ pub async fn read_redis_counts(
     owner: Uuid,
 ) -> Result<Option<RedisCounts>, RedisUnavailable> {
     let keys = CountKeys::new(redis.prefix());
-    let (current, base) = (keys.current(), keys.base());
+    let partition = partition_of(owner);
+    let (current, base) = (keys.current(partition), keys.base(partition));
     let reply: Value = redis
         .run(|mut c| async move {
             redis::Script::new(READ_OWNER_SCRIPT)

@@ -6,6 +6,7 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tasklog_events::domain::{Priority, Status, TaskPatch};
+use tasklog_readmodel::counts::{CountKeys, partition_of};
 
 use crate::helpers::{NewTask, TestApp, User, spawn_app, spawn_app_with, user};
 
@@ -61,14 +62,14 @@ async fn stats_come_from_redis_when_it_is_current_with_overdue_from_postgres() {
     assert_eq!(stats(&app, &alice).await, ("redis".to_owned(), expected()));
 
     // Proof that the counts are Redis's own: change them there.
-    let current = format!("{{{}}}:current", app.redis.key("counts"));
+    let keys = CountKeys::new(app.redis.prefix());
+    let current = keys.current(partition_of(alice.id));
     let generation: String = app
         .redis
         .run(|mut c| async move { c.get(current).await })
         .await
         .unwrap();
-    let key = app.redis.key("counts");
-    let key = format!("{{{key}}}:{generation}:owner:{}", alice.id);
+    let key = keys.owner(&generation, alice.id);
     app.redis
         .run(|mut c| async move { c.hset::<_, _, _, ()>(key, "urgent", 42).await })
         .await
@@ -119,18 +120,16 @@ async fn stats_come_from_one_position_when_redis_is_ahead_of_postgres() {
     assert_eq!(stats(&app, &alice).await.0, "redis");
 
     // Redis moves on alone: every task of alice's counted as deleted.
-    let current = format!("{{{}}}:current", app.redis.key("counts"));
+    let keys = CountKeys::new(app.redis.prefix());
+    let partition = partition_of(alice.id);
+    let current = keys.current(partition);
     let generation: String = app
         .redis
         .run(|mut c| async move { c.get(current).await })
         .await
         .unwrap();
-    let checkpoint_key = format!("{{{}}}:{generation}:checkpoint", app.redis.key("counts"));
-    let owner_key = format!(
-        "{{{}}}:{generation}:owner:{}",
-        app.redis.key("counts"),
-        alice.id
-    );
+    let checkpoint_key = keys.checkpoint(&generation, partition);
+    let owner_key = keys.owner(&generation, alice.id);
     app.redis
         .run(|mut c| async move {
             let at: String = c.get(&checkpoint_key).await?;

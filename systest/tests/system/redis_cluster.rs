@@ -1,18 +1,20 @@
 //! The counts on a real Redis Cluster of the test's own: writes go on while
-//! the projector is killed (SIGKILL) and restarted and the master holding the
-//! counts' slot is killed, so its replica is promoted with whatever
-//! asynchronous replication had sent it. The counts must end exactly right
+//! the projector is killed (SIGKILL) and restarted and the master holding a
+//! counts partition in use is killed, so its replica is promoted with
+//! whatever asynchronous replication had sent it. The counts must end exactly right
 //! (each batch's deltas and checkpoint move in one script, so a lost tail is
 //! lost whole and projected again) and `verify` must be green.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tasklog_readmodel::counts::{CountKeys, PARTITIONS, partition_of};
 use tasklog_systest::{Api, RedisCluster, Session};
+use uuid::Uuid;
 
 use crate::start_with;
 
@@ -136,7 +138,19 @@ async fn counts_stay_exact_across_a_projector_kill_and_a_master_failover() {
     system.projector.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    let counts_key = format!("{{{}counts}}:current", system.redis_prefix);
+    // The counts are partitioned by owner, each partition under a hash tag
+    // of its own: they spread over the masters.
+    let keys = CountKeys::new(&system.redis_prefix);
+    let masters: BTreeSet<u16> = (0..PARTITIONS)
+        .map(|p| cluster.master_of(&keys.current(p)).unwrap())
+        .collect();
+    assert!(
+        masters.len() > 1,
+        "every partition on one master: {masters:?}"
+    );
+    // Kill the master of the first user's partition.
+    let owner: Uuid = users[0].user_id.parse().unwrap();
+    let counts_key = keys.current(partition_of(owner));
     let master = cluster.master_of(&counts_key).unwrap();
     cluster.kill(master);
     let promoted = cluster
