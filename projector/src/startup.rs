@@ -1,5 +1,6 @@
-//! `tasklog-projector run`: the projections (tasks, counts, changes), their leases and lag
-//! samplers, and a small HTTP endpoint for health and metrics.
+//! `tasklog-projector run`: the projections (tasks, counts, changes), the
+//! webhook delivery worker, their leases and lag samplers, and a small HTTP
+//! endpoint for health and metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::lag::sample;
 use crate::runner::{RunnerSettings, run};
 use crate::settings::Settings;
 use crate::tasks::TasksProjection;
+use crate::webhooks::{self, WebhookSettings};
 use tasklog_readmodel::migrate;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,7 @@ pub struct Application {
     redis: RedisHandle,
     runner: RunnerSettings,
     lag_sample: std::time::Duration,
+    webhooks: WebhookSettings,
 }
 
 impl Application {
@@ -96,6 +99,7 @@ impl Application {
                 instance: settings.instance,
             },
             lag_sample: settings.lag_sample,
+            webhooks: settings.webhooks,
         })
     }
 
@@ -133,6 +137,13 @@ impl Application {
             self.store.clone(),
             self.db.clone(),
             self.runner.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(webhooks::run(
+            self.db.clone(),
+            self.webhooks.clone(),
+            self.runner.lease,
+            self.runner.instance.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(sample(

@@ -9,6 +9,7 @@ mod gateway;
 mod lifecycle;
 mod otel;
 mod replicas;
+mod webhooks;
 
 use tasklog_systest::{Binaries, System};
 
