@@ -30,6 +30,10 @@ pub struct Args {
     /// parallel up to `WEBHOOK_WORKERS`, one webhook's in order.
     #[arg(long, default_value_t = 1)]
     webhooks: usize,
+    /// The query service (or the gateway): the backlog is released once the
+    /// change feed has caught up with it. Default: `--base-url`.
+    #[arg(long)]
+    query_url: Option<String>,
     /// Batches of 100 creations in flight while writing the backlog.
     #[arg(long, default_value_t = 8)]
     writers: usize,
@@ -150,13 +154,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .buffer_unordered(args.writers.max(1))
         .collect()
         .await;
+    let mut head = 0;
     for r in results {
-        r?;
+        for result in r?["results"].as_array().into_iter().flatten() {
+            head = head.max(result["body"]["position"].as_u64().unwrap_or(0));
+        }
     }
     println!(
         "wrote {total} changes for {} webhook(s) in {:.1} s",
         args.webhooks,
         written.elapsed().as_secs_f64()
+    );
+    // Timed from here: the drain, not the change feed catching up.
+    let query = args
+        .query_url
+        .as_deref()
+        .unwrap_or(&base)
+        .trim_end_matches('/');
+    let caught_up = Instant::now();
+    loop {
+        let page = http
+            .get(format!("{query}/v1/changes?limit=1"))
+            .bearer_auth(&hooks[0].0)
+            .header("X-Min-Position", head.to_string())
+            .send()
+            .await?;
+        if page.status().is_success() {
+            break;
+        }
+        ensure!(
+            caught_up.elapsed() < Duration::from_secs(600),
+            "the change feed never caught up"
+        );
+    }
+    println!(
+        "the change feed reached position {head} {:.1} s later",
+        caught_up.elapsed().as_secs_f64()
     );
 
     receiver.open.store(true, Ordering::SeqCst);

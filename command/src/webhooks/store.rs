@@ -395,6 +395,13 @@ pub async fn record(
     outcome: Outcome,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
+    // No wait for the WAL flush: a commit lost in a Postgres crash only
+    // sends its change again, under the same delivery id, which
+    // at-least-once allows; the wait would bound one webhook's deliveries
+    // to the disk's flush rate.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO accounts.webhook_deliveries (webhook_id, delivery_id, commit_position, \
              attempt, attempted_at, status_code, latency_ms, error, response_body) \
