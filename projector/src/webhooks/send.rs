@@ -150,3 +150,71 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local listener that counts the connections it gets.
+    async fn listener() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0; 65_536];
+                    let _ = socket.read(&mut buf).await;
+                    let body = "x".repeat(5_000);
+                    // Back to this listener: following it would connect again.
+                    let reply = format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://{addr}/again\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_before_any_connection_by_name_or_by_address() {
+        let (addr, accepted) = listener().await;
+        let guarded = Sender::new(false, Duration::from_secs(2)).unwrap();
+        for url in [
+            format!("http://localhost:{}/hook", addr.port()),
+            format!("http://127.0.0.1:{}/hook", addr.port()),
+            format!("http://[::ffff:127.0.0.1]:{}/hook", addr.port()),
+        ] {
+            let sent = guarded.send(&url, "s", Uuid::nil(), b"{}".to_vec()).await;
+            assert!(!sent.delivered(), "{url}");
+            assert_eq!(sent.status, None, "{url}");
+            let error = sent.error.unwrap_or_default();
+            assert!(error.contains("loopback"), "{url}: {error}");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_only_a_kibibyte_of_the_answer_is_kept() {
+        let (addr, accepted) = listener().await;
+        let open = Sender::new(true, Duration::from_secs(5)).unwrap();
+        let sent = open
+            .send(
+                &format!("http://localhost:{}/hook", addr.port()),
+                "s",
+                Uuid::nil(),
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(sent.status, Some(302));
+        assert!(!sent.delivered(), "a redirect is not a delivery");
+        assert_eq!(sent.body.map(|b| b.len()), Some(MAX_RESPONSE_BYTES));
+        // One connection: the redirect (to this same listener) was not followed.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

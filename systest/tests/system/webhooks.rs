@@ -2,7 +2,8 @@
 //! change arrives, signed, in log order, exactly as the feed shows it; a
 //! receiver answering 500 and then gone for a while still gets everything in
 //! order under stable delivery ids; a killed delivery worker resumes from its
-//! checkpoint; retries that run out pause the subscription until a replay;
+//! checkpoint, and a rebuild of the read model sends nothing again; retries
+//! that run out pause the subscription until a replay;
 //! a loopback URL is refused unless private addresses are allowed.
 
 use std::collections::{HashMap, HashSet};
@@ -574,6 +575,16 @@ async fn a_killed_delivery_worker_resumes_from_its_checkpoint() {
         "{} requests for {} changes",
         all.len(),
         expected.len()
+    );
+
+    // A rebuild of the read model sends nothing again.
+    let (rebuilt, output) = system.projector_cli(&["rebuild"]).await.unwrap();
+    assert!(rebuilt, "{output}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        receiver.got().len(),
+        all.len(),
+        "a rebuild re-sent deliveries"
     );
 }
 
