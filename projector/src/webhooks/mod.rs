@@ -142,6 +142,9 @@ async fn deliver_while_held(
     let mut running: JoinSet<(Uuid, Option<IdleMark>)> = JoinSet::new();
     let mut busy: HashSet<Uuid> = HashSet::new();
     let mut idle: HashMap<Uuid, IdleMark> = HashMap::new();
+    // Which subscription each running turn is for, so that one that panicked
+    // is not left busy for ever.
+    let mut turns: HashMap<tokio::task::Id, Uuid> = HashMap::new();
     let workers = settings.workers.max(1);
     let mut next_prune = tokio::time::Instant::now();
     while !stop.is_cancelled() {
@@ -183,9 +186,10 @@ async fn deliver_while_held(
                         continue;
                     }
                     busy.insert(target.id);
+                    let target_id = target.id;
                     let deliverer = deliverer.clone();
                     let stop = stop.clone();
-                    running.spawn(async move {
+                    let handle = running.spawn(async move {
                         let (id, epoch) = (target.id, target.epoch);
                         match deliverer.turn(target, &stop).await {
                             Ok(Turn::Idle) => (id, Some((epoch, feed_at))),
@@ -196,6 +200,7 @@ async fn deliver_while_held(
                             }
                         }
                     });
+                    turns.insert(handle.id(), target_id);
                 }
             }
             Err(e) => {
@@ -214,16 +219,12 @@ async fn deliver_while_held(
             () = stop.cancelled() => {}
             () = wake.notified() => {}
             () = tokio::time::sleep(settings.poll) => {}
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok((id, mark)) = done {
-                    finish(&mut busy, &mut idle, id, mark);
-                }
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                settle(done, &mut turns, &mut busy, &mut idle);
             }
         }
-        while let Some(done) = running.try_join_next() {
-            if let Ok((id, mark)) = done {
-                finish(&mut busy, &mut idle, id, mark);
-            }
+        while let Some(done) = running.try_join_next_with_id() {
+            settle(done, &mut turns, &mut busy, &mut idle);
         }
     }
     // Let attempts in flight finish and be recorded (each ends within the
@@ -237,6 +238,28 @@ async fn deliver_while_held(
         running.abort_all();
     }
     listener.abort();
+}
+
+type TurnResult = Result<(tokio::task::Id, (Uuid, Option<IdleMark>)), tokio::task::JoinError>;
+
+fn settle(
+    done: TurnResult,
+    turns: &mut HashMap<tokio::task::Id, Uuid>,
+    busy: &mut HashSet<Uuid>,
+    idle: &mut HashMap<Uuid, IdleMark>,
+) {
+    match done {
+        Ok((task, (id, mark))) => {
+            turns.remove(&task);
+            finish(busy, idle, id, mark);
+        }
+        Err(e) => {
+            if let Some(id) = turns.remove(&e.id()) {
+                tracing::error!(webhook_id = %id, error = %e, "a webhook turn panicked; it is retried");
+                finish(busy, idle, id, None);
+            }
+        }
+    }
 }
 
 fn finish(
