@@ -119,7 +119,12 @@ async fn listen(db: PgPool, notify: Arc<Notify>, stop: CancellationToken) {
 }
 
 async fn listen_once(db: &PgPool, notify: &Notify) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(db).await?;
+    // A pool of its own: a listener keeps its connection, and the projector's
+    // pool is sized for its projections' work.
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*db.connect_options()).clone());
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.listen(CHANNEL).await?;
     loop {
         listener.recv().await?;
