@@ -297,22 +297,30 @@ type TargetRow = (
 );
 
 /// Active subscriptions with nothing scheduled later than now, except `busy`
-/// (those a worker is delivering already).
+/// (those a worker is delivering already), by id after `after`: a worker
+/// pages through them round after round, so none is starved however many
+/// there are.
 ///
 /// # Errors
 /// When Postgres fails (or migration 0004 has not run yet: the command
 /// service applies it).
-pub async fn due(db: &PgPool, busy: &[Uuid], limit: i64) -> Result<Vec<Target>, sqlx::Error> {
+pub async fn due(
+    db: &PgPool,
+    busy: &[Uuid],
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Target>, sqlx::Error> {
     let rows: Vec<TargetRow> = sqlx::query_as(
         "SELECT id, user_id, url, types, secret, commit_position, prepare_position, epoch, \
              attempts, retry_since \
          FROM accounts.webhooks \
          WHERE status = 'active' AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-           AND id <> ALL($1) \
-         ORDER BY next_attempt_at NULLS FIRST LIMIT $2",
+           AND id <> ALL($1) AND id > $3 \
+         ORDER BY id LIMIT $2",
     )
     .bind(busy)
     .bind(limit)
+    .bind(after)
     .fetch_all(db)
     .await?;
     Ok(rows

@@ -31,6 +31,9 @@ use uuid::Uuid;
 use crate::lease::{Lease, LeaseTiming, WEBHOOKS_LEASE};
 use deliver::{Deliverer, Turn};
 
+/// Subscriptions looked at per round.
+const DUE_PAGE: i64 = 10_000;
+
 /// How often the delivery log is pruned (`store::LOG_RETENTION_DAYS`).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -150,6 +153,7 @@ async fn deliver_while_held(
     // Which subscription each running turn is for, so that one that panicked
     // is not left busy for ever.
     let mut turns: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+    let mut page_after = Uuid::nil();
     let workers = settings.workers.max(1);
     let mut next_prune = tokio::time::Instant::now();
     while !stop.is_cancelled() {
@@ -167,24 +171,30 @@ async fn deliver_while_held(
                 }
             }
         }
-        let free = workers.saturating_sub(running.len());
-        let round = async {
-            // Read before the subscriptions: rows a turn cannot see yet then
-            // belong to a later position, which ends the idle mark.
-            let feed_at = changes_position(db).await?;
-            let due = if free > 0 {
-                let busy: Vec<Uuid> = busy.iter().copied().collect();
-                store::due(db, &busy, 10_000).await?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, sqlx::Error>((feed_at, due))
-        }
-        .await;
+        let started_after = page_after;
+        // With every worker busy there is nothing to hand out: wait below.
+        let round = if running.len() < workers {
+            let busy: Vec<Uuid> = busy.iter().copied().collect();
+            Some(fetch_round(db, &busy, page_after).await)
+        } else {
+            None
+        };
         match round {
-            Ok((feed_at, due)) => {
+            None => {}
+            Some(Ok((feed_at, due))) => {
+                // The next round goes on after this page, or from the start;
+                // or, when the workers fill up, after the last one given a
+                // turn: round-robin, so busy webhooks cannot starve the rest.
+                page_after = match due.last() {
+                    Some(last) if due.len() as i64 == DUE_PAGE => last.id,
+                    _ => Uuid::nil(),
+                };
+                let mut last_taken = None;
                 for target in due {
                     if running.len() >= workers {
+                        if let Some(last) = last_taken {
+                            page_after = last;
+                        }
                         break;
                     }
                     if idle.get(&target.id) == Some(&(target.epoch, feed_at)) {
@@ -206,9 +216,10 @@ async fn deliver_while_held(
                         }
                     });
                     turns.insert(handle.id(), target_id);
+                    last_taken = Some(target_id);
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Before the command service has migrated, the table is missing.
                 let missing =
                     matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01"));
@@ -218,6 +229,11 @@ async fn deliver_while_held(
                     tracing::warn!(error = %e, "cannot read webhook subscriptions; retrying");
                 }
             }
+        }
+        // A round that began mid-way and reached the end goes on from the
+        // start at once, while workers are free.
+        if !started_after.is_nil() && page_after.is_nil() && running.len() < workers {
+            continue;
         }
         // A wake-up while all workers are busy is kept by `Notify` for later.
         tokio::select! {
@@ -243,6 +259,19 @@ async fn deliver_while_held(
         running.abort_all();
     }
     listener.abort();
+}
+
+/// The change feed's position, then the subscriptions due. In this order:
+/// rows a turn cannot see yet then belong to a later position, which ends
+/// the idle mark.
+async fn fetch_round(
+    db: &PgPool,
+    busy: &[Uuid],
+    page_after: Uuid,
+) -> Result<(i64, Vec<store::Target>), sqlx::Error> {
+    let feed_at = changes_position(db).await?;
+    let due = store::due(db, busy, page_after, DUE_PAGE).await?;
+    Ok((feed_at, due))
 }
 
 type TurnResult = Result<(tokio::task::Id, (Uuid, Option<IdleMark>)), tokio::task::JoinError>;

@@ -3,8 +3,9 @@
 //! receiver answering 500 and then gone for a while still gets everything in
 //! order under stable delivery ids; a killed delivery worker resumes from its
 //! checkpoint, and a rebuild of the read model sends nothing again; retries
-//! that run out pause the subscription until a replay;
-//! a loopback URL is refused unless private addresses are allowed.
+//! that run out pause the subscription until a replay; a webhook with a
+//! backlog does not hold up another's delivery; a loopback URL is refused
+//! unless private addresses are allowed.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -694,4 +695,53 @@ async fn loopback_and_metadata_urls_are_refused_when_private_addresses_are_not_a
         .await
         .unwrap();
     assert_eq!(listed.body["webhooks"], json!([]));
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_backlog_does_not_hold_up_the_others() {
+    let mut env = QUICK.to_vec();
+    // One worker: webhooks take turns.
+    env.push(("WEBHOOK_WORKERS", "1"));
+    let system = start_with(&env).await;
+    let api = system.api();
+    let busy = api.register().await.unwrap();
+    let quiet = api.register().await.unwrap();
+    let receiver = Receiver::start().await;
+    // Slow enough that the backlog takes seconds.
+    receiver.inbox.delay_ms.store(10, Ordering::SeqCst);
+    let first = subscribe(&api, &busy, json!({"url": receiver.url("/busy")})).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let second = subscribe(&api, &quiet, json!({"url": receiver.url("/quiet")})).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
+
+    // 300 changes for the first webhook, then one for the second.
+    for _ in 0..3 {
+        let commands: Vec<Value> = (0..100)
+            .map(|_| json!({"op": "create", "body": {"title": "backlog"}}))
+            .collect();
+        let batch = api
+            .post("/v1/tasks/batch", &busy, json!({"commands": commands}))
+            .await
+            .unwrap();
+        assert!(batch.status.is_success(), "{batch:?}");
+    }
+    let one = api
+        .post("/v1/tasks", &quiet, json!({"title": "just one"}))
+        .await
+        .unwrap();
+    assert_eq!(one.status, StatusCode::CREATED);
+
+    eventually("the quiet webhook's change", || {
+        !receiver.accepted("/quiet").is_empty()
+    })
+    .await;
+    let backlog_done = receiver.accepted("/busy").len();
+    assert!(
+        backlog_done < 250,
+        "the quiet webhook waited for the backlog ({backlog_done} of 300 sent first)"
+    );
+    eventually("the whole backlog", || {
+        receiver.accepted("/busy").len() >= 300
+    })
+    .await;
 }
