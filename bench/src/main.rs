@@ -4,6 +4,7 @@
 mod drill;
 mod load;
 mod store;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,9 @@ enum Command {
     /// restored log against that record (`deploy/local/drill` runs both).
     #[command(subcommand)]
     Drill(drill::Command),
+    /// Webhook deliveries/s: a backlog of changes drained to a receiver in
+    /// this process (needs WEBHOOK_ALLOW_PRIVATE=true on the services).
+    Webhooks(webhooks::Args),
 }
 
 #[tokio::main]
@@ -33,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Store(args) => store::run(args).await,
         Command::Load(args) => load::run(*args).await,
         Command::Drill(command) => drill::run(command).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
     }
 }

@@ -1,5 +1,6 @@
 //! `tasklog-command`, the write side of Tasklog: accounts and tokens, and task
-//! commands decided by the domain and appended to the event log.
+//! commands decided by the domain and appended to the event log, and the
+//! webhook subscriptions (whose deliveries the projector sends).
 
 pub mod accounts;
 pub mod event_store;
@@ -9,6 +10,7 @@ pub mod startup;
 pub mod state;
 pub mod tasks;
 mod validation;
+pub mod webhooks;
 
 pub use settings::Settings;
 pub use startup::{Application, StartError};

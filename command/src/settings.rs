@@ -12,6 +12,8 @@ use tasklog_platform::config::{
 use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
+use crate::webhooks::UrlPolicy;
+
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8081";
 
 /// Refresh tokens live 30 days unless `REFRESH_TOKEN_TTL_SECS` says otherwise.
@@ -40,6 +42,9 @@ pub struct Settings {
     /// How many Argon2 hashes may run at once; each takes a core and 19 MiB.
     pub password_hash_concurrency: usize,
     pub drain: DrainSettings,
+    /// Webhook targets: https only in production; loopback and private
+    /// addresses only with `WEBHOOK_ALLOW_PRIVATE=true`.
+    pub webhook_policy: UrlPolicy,
 }
 
 impl Settings {
@@ -83,7 +88,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let webhook_policy = UrlPolicy {
+            require_https: environment == Environment::Production,
+            allow_private: env.parse("WEBHOOK_ALLOW_PRIVATE", false)?,
+        };
         Ok(Self {
+            webhook_policy,
             environment,
             database: DatabaseSettings::from_env(env)?,
             redis: RedisSettings::from_env(env)?,
@@ -162,6 +172,10 @@ mod tests {
             (
                 &[("TASKLOG_ENV", "production"), ("CORS_ORIGINS", "*")],
                 "CORS_ORIGINS",
+            ),
+            (
+                &[("WEBHOOK_ALLOW_PRIVATE", "sure")],
+                "WEBHOOK_ALLOW_PRIVATE",
             ),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
         ];

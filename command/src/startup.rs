@@ -21,6 +21,7 @@ use crate::event_store::open_event_store;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 use tasklog_events::store::OpenError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -94,6 +95,7 @@ impl Application {
             db: db.clone(),
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
+            webhooks: Webhooks::new(db.clone(), store.clone(), settings.webhook_policy),
         };
         let health = health(db.clone(), state.store.clone());
         let router = ProductionLayers::new(&settings.http)

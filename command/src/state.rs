@@ -1,5 +1,5 @@
-//! What every handler can reach: the database, the event log, accounts and
-//! the token verifier.
+//! What every handler can reach: the database, the event log, accounts,
+//! the token verifier and webhook subscriptions.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tasklog_events::EventStore;
 use tasklog_platform::auth::TokenVerifier;
 
 use crate::accounts::Accounts;
+use crate::webhooks::Webhooks;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +17,7 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub accounts: Accounts,
     pub verifier: Arc<TokenVerifier>,
+    pub webhooks: Webhooks,
 }
 
 /// Lets the platform's `AuthUser` extractor find the verifier.

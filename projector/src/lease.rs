@@ -29,6 +29,8 @@ pub const COUNTS_LEASE: i64 = 0x7470_726f_6a00_0002;
 /// Held for the whole of a `rebuild`, so two never run at once.
 pub const REBUILD_LOCK: i64 = 0x7470_726f_6a00_0003;
 pub const CHANGES_LEASE: i64 = 0x7470_726f_6a00_0004;
+/// The webhook delivery worker's (see `webhooks`).
+pub const WEBHOOKS_LEASE: i64 = 0x7470_726f_6a00_0005;
 
 /// The lease key of a projection, by name.
 pub fn key_of(projection: &str) -> i64 {
@@ -37,6 +39,7 @@ pub fn key_of(projection: &str) -> i64 {
         // Its own key: sharing the tasks lease made the two projections of
         // one instance wait on each other, so one of them never ran.
         tasklog_readmodel::CHANGES => CHANGES_LEASE,
+        crate::webhooks::WEBHOOKS => WEBHOOKS_LEASE,
         _ => TASKS_LEASE,
     }
 }
@@ -266,6 +269,7 @@ mod tests {
             tasklog_readmodel::TASKS,
             tasklog_readmodel::COUNTS,
             tasklog_readmodel::CHANGES,
+            crate::webhooks::WEBHOOKS,
         ]
         .map(key_of);
         let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();

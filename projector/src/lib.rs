@@ -1,6 +1,7 @@
 //! The projector: folds the event log into the Postgres read model
 //! (`readmodel.tasks`), the change feed (`readmodel.changes`) and the Redis counts, each with its own checkpoint and
-//! exactly-once effects; plus rebuild, verify, status and the log copier.
+//! exactly-once effects; delivers webhooks from the change feed, at least
+//! once; plus rebuild, verify, status and the log copier.
 
 pub mod catch_up;
 pub mod changes;
@@ -20,6 +21,7 @@ pub mod startup;
 pub mod status;
 pub mod tasks;
 pub mod verify;
+pub mod webhooks;
 
 pub use catch_up::catch_up;
 pub use error::ProjectorError;

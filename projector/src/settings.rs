@@ -9,6 +9,8 @@ use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, RedisSettings
 use tasklog_platform::server::DrainSettings;
 
 use crate::lease::LeaseTiming;
+use crate::webhooks::WebhookSettings;
+use crate::webhooks::backoff::Backoff;
 
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8083";
 
@@ -33,6 +35,8 @@ pub struct Settings {
     /// default host name and process id).
     pub instance: String,
     pub drain: DrainSettings,
+    /// The webhook delivery worker (`WEBHOOK_*`).
+    pub webhooks: WebhookSettings,
 }
 
 fn default_instance() -> String {
@@ -72,6 +76,7 @@ impl Settings {
             redis.timeout = Duration::from_secs(2);
         }
         Ok(Self {
+            webhooks: webhook_settings(env)?,
             database: DatabaseSettings::from_env(env)?,
             readmodel: DatabaseSettings::readmodel_from_env(env)?,
             redis,
@@ -87,6 +92,49 @@ impl Settings {
             },
         })
     }
+}
+
+/// Each attempt's limit, connect to last byte (issue 23: 10 s).
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn webhook_settings(env: &Env) -> Result<WebhookSettings, ConfigError> {
+    let workers = env.parse("WEBHOOK_WORKERS", 16_usize)?;
+    if !(1..=1_000).contains(&workers) {
+        return Err(ConfigError::new(
+            "WEBHOOK_WORKERS",
+            "must be between 1 and 1000",
+        ));
+    }
+    let hours: f64 = env.parse("WEBHOOK_RETRY_HOURS", 24.0)?;
+    if hours.is_nan() || hours <= 0.0 || hours > 24.0 * 365.0 {
+        return Err(ConfigError::new(
+            "WEBHOOK_RETRY_HOURS",
+            "must be more than 0 and at most 8760 (a year)",
+        ));
+    }
+    let base = env.millis("WEBHOOK_BACKOFF_BASE_MS", Duration::from_secs(5))?;
+    let max = env.millis("WEBHOOK_BACKOFF_MAX_MS", Duration::from_secs(3600))?;
+    if base.is_zero() || max < base {
+        return Err(ConfigError::new(
+            "WEBHOOK_BACKOFF_MAX_MS",
+            "must be at least WEBHOOK_BACKOFF_BASE_MS, which must be at least 1",
+        ));
+    }
+    let poll = env.millis("WEBHOOK_POLL_MS", Duration::from_secs(1))?;
+    if poll.is_zero() {
+        return Err(ConfigError::new("WEBHOOK_POLL_MS", "must be at least 1"));
+    }
+    Ok(WebhookSettings {
+        workers,
+        backoff: Backoff {
+            base,
+            max,
+            window: Duration::from_secs_f64(hours * 3600.0),
+        },
+        poll,
+        allow_private: env.parse("WEBHOOK_ALLOW_PRIVATE", false)?,
+        timeout: WEBHOOK_TIMEOUT,
+    })
 }
 
 #[cfg(test)]
@@ -108,6 +156,9 @@ mod tests {
         assert_eq!(s.redis.prefix, "tasklog:");
         assert!(s.event_store_url.is_none());
         assert!(s.instance.starts_with("tasklog-projector@"));
+        assert_eq!(s.webhooks.workers, 16);
+        assert_eq!(s.webhooks.backoff.window, Duration::from_secs(24 * 3600));
+        assert!(!s.webhooks.allow_private);
     }
 
     #[test]
@@ -123,6 +174,23 @@ mod tests {
                 &[("PROJECTOR_LEASE_POLL_MS", "0")],
                 "PROJECTOR_LEASE_POLL_MS",
             ),
+            (&[("WEBHOOK_WORKERS", "0")], "WEBHOOK_WORKERS"),
+            (&[("WEBHOOK_RETRY_HOURS", "0")], "WEBHOOK_RETRY_HOURS"),
+            (&[("WEBHOOK_RETRY_HOURS", "soon")], "WEBHOOK_RETRY_HOURS"),
+            (
+                &[("WEBHOOK_BACKOFF_BASE_MS", "0")],
+                "WEBHOOK_BACKOFF_MAX_MS",
+            ),
+            (
+                &[("WEBHOOK_BACKOFF_MAX_MS", "10")],
+                "WEBHOOK_BACKOFF_MAX_MS",
+            ),
+            (&[("WEBHOOK_POLL_MS", "0")], "WEBHOOK_POLL_MS"),
+            (
+                &[("WEBHOOK_ALLOW_PRIVATE", "yes please")],
+                "WEBHOOK_ALLOW_PRIVATE",
+            ),
+            (&[("WEBHOOK_RETRY_HOURS", "0.001")], "ok"),
             (&[("EVENT_STORE_URL", "esdb://localhost:2113")], "ok"),
         ];
         for (pairs, want) in cases {

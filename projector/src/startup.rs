@@ -1,5 +1,6 @@
-//! `tasklog-projector run`: the projections (tasks, counts, changes), their leases and lag
-//! samplers, and a small HTTP endpoint for health and metrics.
+//! `tasklog-projector run`: the projections (tasks, counts, changes), the
+//! webhook delivery worker, their leases and lag samplers, and a small HTTP
+//! endpoint for health and metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::lag::sample;
 use crate::runner::{RunnerSettings, run};
 use crate::settings::Settings;
 use crate::tasks::TasksProjection;
+use crate::webhooks::{self, WebhookSettings};
 use tasklog_readmodel::migrate;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +50,15 @@ pub struct Application {
     router: Router,
     health: Health,
     drain: DrainSettings,
+    /// The read model's server (`READMODEL_DATABASE_URL`).
     db: PgPool,
+    /// The accounts' server (`DATABASE_URL`): webhook subscriptions.
+    accounts_db: PgPool,
     store: Arc<dyn EventStore>,
     redis: RedisHandle,
     runner: RunnerSettings,
     lag_sample: std::time::Duration,
+    webhooks: WebhookSettings,
 }
 
 impl Application {
@@ -78,7 +84,7 @@ impl Application {
             .event_store_url
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
-        let store = open_when_ready(url.as_deref(), log_db).await?;
+        let store = open_when_ready(url.as_deref(), log_db.clone()).await?;
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
         let router = with_common_layers(
@@ -91,6 +97,7 @@ impl Application {
             router,
             health,
             drain: settings.drain,
+            accounts_db: log_db,
             db,
             store,
             redis,
@@ -100,6 +107,7 @@ impl Application {
                 instance: settings.instance,
             },
             lag_sample: settings.lag_sample,
+            webhooks: settings.webhooks,
         })
     }
 
@@ -137,6 +145,16 @@ impl Application {
             self.store.clone(),
             self.db.clone(),
             self.runner.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(webhooks::run(
+            webhooks::Pools {
+                accounts: self.accounts_db.clone(),
+                readmodel: self.db.clone(),
+            },
+            self.webhooks.clone(),
+            self.runner.lease,
+            self.runner.instance.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(sample(

@@ -85,6 +85,32 @@ impl Api {
         } else {
             &self.command_url
         };
+        self.send_to(base, method, path, session, body, headers)
+            .await
+    }
+
+    /// Sends to the command service whatever the method (`/v1/auth/*` and
+    /// `/v1/webhooks` are its own, GETs too).
+    pub async fn command(
+        &self,
+        method: Method,
+        path: &str,
+        session: &Session,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
+        self.send_to(&self.command_url, method, path, Some(session), body, &[])
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        session: Option<&Session>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
         let mut request = self.http.request(method, format!("{base}{path}"));
         if let Some(session) = session {
             request = request.bearer_auth(&session.access_token);

@@ -8,6 +8,7 @@ pub(crate) mod openapi;
 mod task_bodies;
 pub(crate) mod task_lifecycle;
 pub(crate) mod tasks;
+pub(crate) mod webhooks;
 
 use axum::Router;
 
@@ -20,5 +21,6 @@ pub fn router() -> Router<AppState> {
         .merge(tasks::router())
         .merge(task_lifecycle::router())
         .merge(batch::router())
+        .merge(webhooks::router())
         .merge(openapi::router())
 }

@@ -11,7 +11,7 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tasklog command service", version = "1",
-        description = "Accounts, tokens and task commands. Errors are application/problem+json."),
+        description = "Accounts, tokens, task commands and webhook subscriptions. Errors are application/problem+json."),
     paths(
         super::auth::register,
         super::auth::login,
@@ -26,6 +26,12 @@ use crate::state::AppState;
         super::task_lifecycle::restore,
         super::task_lifecycle::revert,
         super::batch::batch,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::show,
+        super::webhooks::delete,
+        super::webhooks::deliveries,
+        super::webhooks::replay,
     ),
     modifiers(&BearerAuth, &Links),
 )]

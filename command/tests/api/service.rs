@@ -55,13 +55,30 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
         ("/v1/tasks", "post"),
         ("/v1/tasks/{id}", "patch"),
         ("/v1/tasks/{id}", "delete"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/{id}", "get"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/deliveries", "get"),
+        ("/v1/webhooks/{id}/replay", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     let refusal = &doc["paths"]["/v1/tasks"]["post"]["responses"]["422"]["content"];
     assert!(refusal["application/problem+json"].is_object(), "{refusal}");
     let schemas = &doc["components"]["schemas"];
-    for name in ["Ack", "Session", "User", "NewTask", "TaskPatch", "Problem"] {
+    for name in [
+        "Ack",
+        "Session",
+        "User",
+        "NewTask",
+        "TaskPatch",
+        "Problem",
+        "Webhook",
+        "CreatedWebhook",
+        "DeliveryAttempt",
+        "DeliveryPage",
+    ] {
         assert!(schemas[name].is_object(), "schema {name}");
     }
     assert_eq!(

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tasklog_platform::testing::redis_url;
-use tasklog_projector::lease::{CHANGES_LEASE, COUNTS_LEASE, TASKS_LEASE, holder};
+use tasklog_projector::lease::{CHANGES_LEASE, COUNTS_LEASE, TASKS_LEASE, WEBHOOKS_LEASE, holder};
 
 use crate::helpers::{World, owners};
 use tasklog_platform::testing::TcpProxy as Proxy;
@@ -51,6 +51,7 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
         holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-a/tasks")
             && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-a/counts")
             && holder_name(&w, CHANGES_LEASE).await.as_deref() == Some("instance-a/changes")
+            && holder_name(&w, WEBHOOKS_LEASE).await.as_deref() == Some("instance-a/webhooks")
     })
     .await;
     let mut b = spawn_binary(&w, "instance-b");
@@ -68,6 +69,7 @@ async fn a_standby_takes_over_when_the_holder_is_killed_and_the_result_is_exact(
         holder_name(&w, TASKS_LEASE).await.as_deref() == Some("instance-b/tasks")
             && holder_name(&w, COUNTS_LEASE).await.as_deref() == Some("instance-b/counts")
             && holder_name(&w, CHANGES_LEASE).await.as_deref() == Some("instance-b/changes")
+            && holder_name(&w, WEBHOOKS_LEASE).await.as_deref() == Some("instance-b/webhooks")
     })
     .await;
     w.writer.busy_history(&people, 40).await;

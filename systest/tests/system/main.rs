@@ -11,6 +11,7 @@ mod otel;
 mod readmodel_server;
 mod redis_cluster;
 mod replicas;
+mod webhooks;
 
 use tasklog_systest::{Binaries, System};
 
