@@ -89,7 +89,6 @@ impl Application {
         let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();
         let pages = Arc::new(PageCache::new(settings.list_cache_bytes));
-        let projection = ProjectionWatch::start(db.clone(), pages.clone(), stop.clone());
         let changes = ChangeHub::start(db.clone(), stop.clone());
         let streams = Streams {
             slots: StreamSlots::new(redis.clone(), settings.sse_max_per_user),
