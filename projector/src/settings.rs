@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, RedisSettings, bind_addr};
+use tasklog_platform::config::{
+    ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
+};
+use tasklog_platform::data_key::DataKeyEncryptionKey;
 use tasklog_platform::server::DrainSettings;
 
 use crate::lease::LeaseTiming;
@@ -14,6 +17,9 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8083";
 
 pub struct Settings {
     pub database: DatabaseSettings,
+    /// Wraps every account's data key (`DATA_KEY_ENCRYPTION_KEY`): the
+    /// projections open sealed payloads.
+    pub data_key: DataKeyEncryptionKey,
     pub redis: RedisSettings,
     /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
     /// Secret because such URLs often carry credentials.
@@ -68,6 +74,7 @@ impl Settings {
             redis.timeout = Duration::from_secs(2);
         }
         Ok(Self {
+            data_key: DataKeyEncryptionKey::from_env(env, Environment::from_env(env)?)?,
             database: DatabaseSettings::from_env(env)?,
             redis,
             event_store_url: event_store_url.map(SecretString::from),
@@ -89,7 +96,8 @@ mod tests {
     use super::*;
 
     fn err(pairs: &[(&str, &str)]) -> String {
-        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+        let dev = [("TASKLOG_ENV", "development")];
+        match Settings::from_env(&Env::from_pairs(dev.iter().chain(pairs).copied())) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.name,
         }
@@ -97,12 +105,18 @@ mod tests {
 
     #[test]
     fn defaults_give_a_runnable_projector() {
-        let s = Settings::from_env(&Env::default()).unwrap();
+        let s = Settings::from_env(&Env::from_pairs([("TASKLOG_ENV", "development")])).unwrap();
         assert_eq!(s.bind_addr.port(), 8083);
         assert_eq!(s.batch_size, 2_000);
         assert_eq!(s.redis.prefix, "tasklog:");
         assert!(s.event_store_url.is_none());
         assert!(s.instance.starts_with("tasklog-projector@"));
+    }
+
+    #[test]
+    fn production_needs_a_key_encryption_key() {
+        let production = Settings::from_env(&Env::default()).err().map(|e| e.name);
+        assert_eq!(production.as_deref(), Some("DATA_KEY_ENCRYPTION_KEY"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::counts::CountsProjection;
 use crate::error::ProjectorError;
-use crate::fold::{Counts, TaskRow, counts_of, decode_owned, fold_rows};
+use crate::fold::{Counts, TaskRow, counts_of, decode_owned, erase_rows, fold_rows};
 use tasklog_readmodel::checkpoint::read_checkpoint;
 use tasklog_readmodel::generation;
 use tasklog_readmodel::migrate;
@@ -179,8 +179,9 @@ async fn fold_to(
         if let Some(last) = page.last() {
             *position = Some(last.position);
         }
-        let (decoded, _) = decode_owned(page);
-        fold_rows(map, &decoded);
+        let decoded = decode_owned(page);
+        fold_rows(map, &decoded.events);
+        erase_rows(map, &decoded.erased);
         if stop {
             break;
         }

@@ -8,6 +8,7 @@ use axum::{Router, middleware};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
+use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database;
@@ -85,6 +86,11 @@ impl Application {
             db.clone(),
         )
         .await?;
+        let store = sealing::sealed(
+            store,
+            db.clone(),
+            KeyEncryptionKey::new(settings.data_key.0),
+        );
         let redis = RedisHandle::new(&settings.redis)?;
         let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();

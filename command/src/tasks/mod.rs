@@ -87,6 +87,8 @@ fn store_error(e: StoreError) -> ApiError {
             ApiError::unavailable("the event store")
         }
         StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+        // The token outlived its erased account.
+        StoreError::Erased { .. } => ApiError::Unauthorized,
         other => ApiError::internal(other),
     }
 }
@@ -115,6 +117,8 @@ impl From<TaskCommandError> for ApiError {
             TaskCommandError::Store(e) | TaskCommandError::Load(LoadError::Store(e)) => {
                 store_error(e)
             }
+            // The task went with its owner's account.
+            TaskCommandError::Load(LoadError::Erased { .. }) => ApiError::NotFound,
             TaskCommandError::Load(e) => ApiError::internal(e),
             TaskCommandError::Database(e) => ApiError::from(e),
         }

@@ -6,6 +6,7 @@
 mod auth;
 mod batch;
 mod concurrency;
+mod erasure;
 mod hardening;
 mod helpers;
 mod hostile;
