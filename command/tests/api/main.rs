@@ -15,6 +15,7 @@ mod isolation;
 mod login_guard;
 mod outage;
 mod restore_revert;
+mod retries;
 mod service;
 mod sessions;
 mod task_commands;
