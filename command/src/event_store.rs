@@ -5,7 +5,9 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tasklog_events::EventStore;
+use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::{OpenError, open_when_ready};
+use tasklog_platform::data_key::DataKeyEncryptionKey;
 
 /// Opens the log `EVENT_STORE_URL` names (unset: the Postgres log in the
 /// service's own database, migrated here, waiting while Postgres is down).
@@ -15,6 +17,12 @@ use tasklog_events::store::{OpenError, open_when_ready};
 pub async fn open_event_store(
     url: Option<&SecretString>,
     pool: &PgPool,
+    data_key: &DataKeyEncryptionKey,
 ) -> Result<Arc<dyn EventStore>, OpenError> {
-    open_when_ready(url.map(ExposeSecret::expose_secret), pool.clone()).await
+    let store = open_when_ready(url.map(ExposeSecret::expose_secret), pool.clone()).await?;
+    Ok(sealing::sealed(
+        store,
+        pool.clone(),
+        KeyEncryptionKey::new(data_key.0),
+    ))
 }

@@ -9,6 +9,7 @@ use tasklog_platform::auth::{JwtKeys, KeyUse};
 use tasklog_platform::config::{
     ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
 };
+use tasklog_platform::data_key::DataKeyEncryptionKey;
 use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
@@ -21,6 +22,8 @@ pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct Settings {
     pub environment: Environment,
+    /// Wraps every account's data key (`DATA_KEY_ENCRYPTION_KEY`).
+    pub data_key: DataKeyEncryptionKey,
     pub database: DatabaseSettings,
     /// Where rate limits are counted across instances.
     pub redis: RedisSettings,
@@ -110,6 +113,8 @@ impl Settings {
                 ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
                 drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
             },
+            // Last: a bad JWT or CORS setting is the message to see first.
+            data_key: DataKeyEncryptionKey::from_env(env, environment)?,
         })
     }
 }

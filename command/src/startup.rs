@@ -80,7 +80,8 @@ impl Application {
             migrate_schema(&db, "accounts", &MIGRATOR)
         })
         .await;
-        let store = open_event_store(settings.event_store_url.as_ref(), &db).await?;
+        let store =
+            open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key).await?;
         let passwords = Passwords::new(settings.password_hash_concurrency).await?;
         let redis = RedisHandle::new(&settings.redis)?;
         let lockout = LoginLockout::new(
@@ -88,10 +89,20 @@ impl Application {
             settings.login_max_failures,
             settings.login_lock,
         );
+        let accounts = Accounts::new(db.clone(), passwords, signer, settings.refresh_token_ttl)
+            .with_session_max_age(settings.session_max_age)
+            .with_lockout(lockout);
+        // Erasures a crash or an outage of the log left half done.
+        let (pending, log) = (accounts.clone(), store.clone());
+        tokio::spawn(async move {
+            match pending.log_pending_erasures(log.as_ref()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(erasures = n, "pending erasures logged"),
+                Err(e) => tracing::warn!(error = %e, "pending erasures not logged yet"),
+            }
+        });
         let state = AppState {
-            accounts: Accounts::new(db.clone(), passwords, signer, settings.refresh_token_ttl)
-                .with_session_max_age(settings.session_max_age)
-                .with_lockout(lockout),
+            accounts,
             db: db.clone(),
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),

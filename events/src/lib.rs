@@ -2,6 +2,8 @@
 //! the `EventStore` trait with its Postgres and EventStoreDB adapters.
 
 pub mod domain;
+pub mod erasure;
+pub mod sealing;
 pub mod store;
 pub mod task_stream;
 

@@ -26,6 +26,10 @@ pub struct LoadedTask {
 pub enum LoadError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A sealed event whose owner's key is gone: the task was erased with
+    /// its owner's account. Not corruption: readers answer "not found".
+    #[error("event {version} of {stream_id} was erased with its owner's account")]
+    Erased { stream_id: String, version: u64 },
     #[error("event {version} of {stream_id} cannot be read: {source}")]
     Codec {
         stream_id: String,
@@ -49,8 +53,15 @@ pub fn to_new_event(event: &TaskEvent, event_id: Uuid, metadata: Metadata) -> Ne
 /// Decodes a stored event, upcasting older schemas.
 ///
 /// # Errors
-/// When the stored event is not a task event this code can read.
+/// `Erased` when it is sealed still (its owner's key is gone), `Codec` when
+/// it is not a task event this code can read.
 pub fn decode(recorded: RecordedEvent) -> Result<TaskRecord, LoadError> {
+    if crate::sealing::is_sealed(&recorded.data) {
+        return Err(LoadError::Erased {
+            stream_id: recorded.stream_id,
+            version: recorded.version,
+        });
+    }
     let event = TaskEvent::decode(
         &recorded.event_type,
         recorded.schema_version,

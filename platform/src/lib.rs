@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod data_key;
 pub mod database;
 pub mod error_tracking;
 pub mod hardening;

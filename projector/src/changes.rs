@@ -18,7 +18,7 @@ use tasklog_readmodel::checkpoint::{from_db, to_db};
 use tasklog_readmodel::notice::{Notice, Touched};
 
 use crate::error::ProjectorError;
-use crate::fold::decode_batch;
+use crate::fold::{Decoded, decode_batch};
 use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
 
@@ -87,13 +87,19 @@ impl Projection for ChangesProjection {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(Applied::Done(*expected));
         };
-        let (mut decoded, skipped) = decode_batch(events);
+        let Decoded {
+            events: mut decoded,
+            skipped,
+            erased,
+            ..
+        } = decode_batch(events);
         report_skipped(CHANGES, &skipped);
         if decoded.iter().any(|e| e.owner.is_none()) {
             resolve_owners(store, &mut decoded).await?;
         }
         let mut rows = ChangeArrays::default();
-        let mut owners = BTreeSet::new();
+        let erased: Vec<Uuid> = erased.iter().map(|o| o.0).collect();
+        let mut owners: BTreeSet<Uuid> = erased.iter().copied().collect();
         // decode_batch keeps the batch's order and skips only undecodable events.
         let recorded = events.iter().filter(|r| {
             decoded
@@ -134,7 +140,10 @@ impl Projection for ChangesProjection {
                  SELECT * FROM unnest($6::uuid[], $7::int8[], $8::int8[], $9::uuid[], \
                      $10::int8[], $11::text[], $12::jsonb[], $13::uuid[], $14::timestamptz[]) \
                  WHERE EXISTS (SELECT FROM moved) \
-                 ON CONFLICT DO NOTHING) \
+                 ON CONFLICT DO NOTHING), \
+             erased AS ( \
+                 DELETE FROM readmodel.changes WHERE owner_id = ANY($17) \
+                 AND EXISTS (SELECT FROM moved)) \
              SELECT pg_notify($15, $16) FROM moved",
         )
         .bind(CHANGES)
@@ -153,6 +162,7 @@ impl Projection for ChangesProjection {
         .bind(&rows.recorded_at)
         .bind(CHANNEL)
         .bind(payload)
+        .bind(&erased)
         .fetch_optional(&self.db)
         .await?;
         if moved.is_some() {

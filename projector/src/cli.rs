@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tasklog_events::sealing::{self, KeyEncryptionKey, PgKeyRing, SealedStore};
 use tasklog_events::store::copy::{CopyProgress, copy_log};
 use tasklog_events::store::{open, open_when_ready};
 use tasklog_events::{EventStore, Position};
@@ -71,6 +72,13 @@ enum Command {
         /// Resume after this source position (commit/prepare), as printed by an interrupted run.
         #[arg(long)]
         after: Option<Position>,
+        /// Seal the copy: every task event is written sealed under its
+        /// owner's data key (made for accounts that have none yet), read
+        /// from DATABASE_URL's accounts with DATA_KEY_ENCRYPTION_KEY; events
+        /// of erased accounts are sealed under a key thrown away. How a log
+        /// written before sealing is re-encrypted.
+        #[arg(long)]
+        seal: bool,
     },
 }
 
@@ -111,8 +119,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 const SERVICE_NAME: &str = "tasklog-projector";
 
 async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
-    if let Command::CopyLog { from, to, after } = cli.command {
-        return copy(&from, &to, after).await;
+    if let Command::CopyLog {
+        from,
+        to,
+        after,
+        seal,
+    } = cli.command
+    {
+        let keys = if seal {
+            let settings = Settings::from_env(env)?;
+            let pool = database::pool(&settings.database, SERVICE_NAME)?;
+            Some(Arc::new(PgKeyRing::new(
+                pool,
+                KeyEncryptionKey::new(settings.data_key.0),
+            )))
+        } else {
+            None
+        };
+        return copy(&from, &to, after, keys).await;
     }
     let settings = Settings::from_env(env)?;
     match cli.command {
@@ -233,10 +257,12 @@ async fn connect(
         .map(|u| u.expose_secret().to_owned());
     let store = tokio::time::timeout(
         Duration::from_secs(30),
-        open_when_ready(url.as_deref(), log_db),
+        open_when_ready(url.as_deref(), log_db.clone()),
     )
     .await
     .context("the event log did not become reachable within 30 s")??;
+    // The data keys live with the accounts, on the log's server.
+    let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
     tokio::time::timeout(Duration::from_secs(30), migrate(&db))
         .await
         .context("Postgres did not become reachable within 30 s")??;
@@ -261,9 +287,19 @@ async fn open_url(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
     }
 }
 
-async fn copy(from: &str, to: &str, after: Option<Position>) -> anyhow::Result<ExitCode> {
-    let source = open_url(from).await.context("opening --from")?;
-    let target = open_url(to).await.context("opening --to")?;
+async fn copy(
+    from: &str,
+    to: &str,
+    after: Option<Position>,
+    keys: Option<Arc<PgKeyRing>>,
+) -> anyhow::Result<ExitCode> {
+    let mut source = open_url(from).await.context("opening --from")?;
+    let mut target = open_url(to).await.context("opening --to")?;
+    if let Some(keys) = keys {
+        // Opened on the way out (what still opens), sealed on the way in.
+        source = Arc::new(SealedStore::new(source, keys.clone()));
+        target = Arc::new(SealedStore::new(target, keys).shredding_orphans());
+    }
     let mut progress = Terminal::new("copy-log");
     let total = source.head().await.ok().flatten();
     let done = copy_log(

@@ -25,7 +25,7 @@ use tasklog_readmodel::counts::{
 };
 
 use crate::error::ProjectorError;
-use crate::fold::{Counts, count_deltas, decode_batch};
+use crate::fold::{Counts, Decoded, count_deltas, decode_batch};
 use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
 
@@ -108,7 +108,8 @@ return {gen, cp}
 /// KEYS[1] current-generation key, KEYS[2] the checkpoint of generation
 /// ARGV[1], KEYS[3..] owner hashes. ARGV[2] the checkpoint the batch was read
 /// after ('' for none), ARGV[3] the batch's last position, then 8 deltas per
-/// owner hash in `FIELDS` order.
+/// owner hash in `FIELDS` order. Owner hashes beyond those with deltas are
+/// of erased owners: deleted.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     let fields: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
     Script::new(&format!(
@@ -118,12 +119,16 @@ local stored = redis.call('GET', KEYS[2]) or ''
 if stored == ARGV[3] then return 'duplicate' end
 if stored ~= ARGV[2] then return 'moved' end
 local fields = {{{}}}
-for i = 3, #KEYS do
+local counted = 2 + (#ARGV - 3) / 8
+for i = 3, counted do
   local base = 3 + (i - 3) * 8
   for j = 1, 8 do
     local d = tonumber(ARGV[base + j])
     redis.call('HINCRBY', KEYS[i], fields[j], d)
   end
+end
+for i = counted + 1, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 redis.call('SET', KEYS[2], ARGV[3])
 return 'applied'
@@ -427,7 +432,12 @@ impl Projection for CountsProjection {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(Applied::Done(expected.clone()));
         };
-        let (mut decoded, skipped) = decode_batch(events);
+        let Decoded {
+            events: mut decoded,
+            skipped,
+            erased,
+            ..
+        } = decode_batch(events);
         report_skipped(COUNTS, &skipped);
         let (_, unowned) = count_deltas(&decoded);
         if !unowned.is_empty() {
@@ -467,6 +477,11 @@ impl Projection for CountsProjection {
                 for d in delta.to_array() {
                     invocation.arg(d);
                 }
+            }
+            // After the owners with deltas: the partition's erased owners,
+            // whose hashes go (again, harmlessly, on a replay).
+            for owner in erased.iter().filter(|o| partition_of(o.0) == p) {
+                invocation.key(self.keys.owner(generation, owner.0));
             }
             invocations.push(invocation);
             next.partitions[usize::from(p)].position = Some(last);

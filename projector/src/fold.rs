@@ -10,6 +10,8 @@ use tasklog_events::RecordedEvent;
 use tasklog_events::domain::{
     Priority, Status, Task, TaskEvent, TaskId, TaskState, UserId, evolve,
 };
+use tasklog_events::erasure::UserErased;
+use tasklog_events::sealing::is_sealed;
 
 /// A live task as the read model holds it: the domain's task and the version
 /// of the last event of its stream that was applied.
@@ -39,15 +41,30 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A batch decoded: its task events in order, what could not be read, and
+/// the owners it erases.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Decoded {
+    /// Task events, none of an owner erased in the batch.
+    pub events: Vec<TaskEventAt>,
+    pub skipped: Vec<Skipped>,
+    /// Owners whose `UserErased` is in the batch: every row, change and
+    /// count of theirs goes, in the batch's transaction.
+    pub erased: Vec<UserId>,
+    /// Task events still sealed: their owner's key is gone (erased), so they
+    /// are left out like their owner's other events, not reported as corrupt.
+    pub sealed: usize,
+}
+
 /// Decodes the task events of a batch, in order. Events of other streams are
 /// not ours (skipped silently); task events that cannot be decoded are
 /// reported, so the caller can log and count them instead of stalling forever.
-pub fn decode_batch(events: &[RecordedEvent]) -> (Vec<TaskEventAt>, Vec<Skipped>) {
+pub fn decode_batch(events: &[RecordedEvent]) -> Decoded {
     decode_each(events.iter().map(|e| (e, e.data.clone())))
 }
 
 /// `decode_batch` for events the caller gives up: payloads are moved, not copied.
-pub fn decode_owned(mut events: Vec<RecordedEvent>) -> (Vec<TaskEventAt>, Vec<Skipped>) {
+pub fn decode_owned(mut events: Vec<RecordedEvent>) -> Decoded {
     let payloads: Vec<serde_json::Value> = events
         .iter_mut()
         .map(|e| std::mem::take(&mut e.data))
@@ -57,13 +74,22 @@ pub fn decode_owned(mut events: Vec<RecordedEvent>) -> (Vec<TaskEventAt>, Vec<Sk
 
 fn decode_each<'a>(
     events: impl Iterator<Item = (&'a RecordedEvent, serde_json::Value)>,
-) -> (Vec<TaskEventAt>, Vec<Skipped>) {
+) -> Decoded {
     let mut decoded = Vec::new();
     let mut skipped = Vec::new();
+    let mut erased = Vec::new();
+    let mut sealed = 0;
     for (recorded, data) in events {
         let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
+            if let Some(erasure) = UserErased::from_recorded(recorded) {
+                erased.push(erasure.user_id);
+            }
             continue;
         };
+        if is_sealed(&data) {
+            sealed += 1;
+            continue;
+        }
         match TaskEvent::decode(&recorded.event_type, recorded.schema_version, data) {
             Ok(event) => {
                 let owner = match &event {
@@ -86,7 +112,25 @@ fn decode_each<'a>(
             }),
         }
     }
-    (decoded, skipped)
+    if !erased.is_empty() {
+        // Plaintext events of an erased owner (written before sealing) are
+        // in the batch only before the erasure: they go with it.
+        decoded.retain(|e| e.owner.is_none_or(|o| !erased.contains(&o)));
+    }
+    Decoded {
+        events: decoded,
+        skipped,
+        erased,
+        sealed,
+    }
+}
+
+/// Drops every row of the `erased` owners: what a `UserErased` does to a
+/// fold kept in memory (`verify`, `rebuild`).
+pub fn erase_rows(rows: &mut HashMap<TaskId, TaskRow>, erased: &[UserId]) {
+    if !erased.is_empty() {
+        rows.retain(|_, row| !erased.contains(&row.task.owner));
+    }
 }
 
 /// Each touched task's first event in the batch, in order.
@@ -615,6 +659,84 @@ mod tests {
     }
 
     #[test]
+    fn given_an_erasure_then_its_owners_events_go_sealed_ones_are_not_corrupt_and_rows_are_dropped()
+    {
+        use tasklog_events::Metadata;
+        use tasklog_events::erasure::{UserErased, stream_id};
+        let (erased, other) = (UserId(Uuid::new_v4()), UserId(Uuid::new_v4()));
+        let created = |owner: UserId, title: &str| {
+            let task = TaskId(Uuid::now_v7());
+            let event = TaskEvent::Created(TaskCreated {
+                task_id: task,
+                owner_id: owner,
+                title: TaskTitle::parse(title).unwrap(),
+                description: TaskDescription::parse("").unwrap(),
+                status: Status::Todo,
+                priority: Priority::Low,
+                due_at: None,
+                tags: Tags::parse::<&str>(&[]).unwrap(),
+                occurred_at: t0(),
+            });
+            (task, event.to_data())
+        };
+        let recorded =
+            |stream: String, kind: &str, data: serde_json::Value, owner: UserId| RecordedEvent {
+                position: Position::new(1, 1),
+                stream_id: stream,
+                version: 0,
+                event_id: Uuid::new_v4(),
+                event_type: kind.into(),
+                schema_version: 2,
+                data,
+                metadata: Metadata {
+                    owner_id: Some(owner.0),
+                    ..Metadata::default()
+                },
+                recorded_at: t0(),
+            };
+        let (plain_task, plain) = created(erased, "written before sealing");
+        let (_, mut sealed) = created(erased, "sealed, key gone");
+        tasklog_events::sealing::seal(
+            &mut sealed,
+            &tasklog_events::sealing::DataKey::generate(),
+            erased.0,
+            Uuid::new_v4(),
+        );
+        let (kept_task, kept) = created(other, "someone else's");
+        let erasure = UserErased {
+            user_id: erased,
+            occurred_at: t0(),
+        }
+        .to_new_event(Uuid::new_v4(), None);
+        let batch = vec![
+            recorded(plain_task.stream_id(), "TaskCreated", plain, erased),
+            recorded(
+                TaskId(Uuid::now_v7()).stream_id(),
+                "TaskCreated",
+                sealed,
+                erased,
+            ),
+            recorded(kept_task.stream_id(), "TaskCreated", kept, other),
+            recorded(stream_id(erased), &erasure.event_type, erasure.data, erased),
+        ];
+        let decoded = decode_batch(&batch);
+        assert_eq!(decoded.erased, vec![erased]);
+        assert_eq!(decoded.sealed, 1);
+        assert!(decoded.skipped.is_empty(), "{:?}", decoded.skipped);
+        let ids: Vec<TaskId> = decoded.events.iter().map(|e| e.task_id).collect();
+        assert_eq!(ids, vec![kept_task]);
+
+        // Rows of the owner from earlier batches go too.
+        let mut rows = HashMap::new();
+        let earlier = decode_batch(&batch[..1]);
+        fold_rows(&mut rows, &earlier.events);
+        fold_rows(&mut rows, &decoded.events);
+        assert_eq!(rows.len(), 2);
+        erase_rows(&mut rows, &decoded.erased);
+        assert_eq!(rows.keys().copied().collect::<Vec<_>>(), vec![kept_task]);
+    }
+
+    #[test]
     fn decoding_skips_foreign_streams_and_reports_unreadable_task_events() {
         use tasklog_events::Metadata;
         let task = TaskId(Uuid::now_v7());
@@ -642,7 +764,11 @@ mod tests {
                 serde_json::json!({"title": "ok", "occurred_at": "2026-01-01T00:00:00Z"}),
             ),
         ];
-        let (decoded, skipped) = decode_batch(&batch);
+        let Decoded {
+            events: decoded,
+            skipped,
+            ..
+        } = decode_batch(&batch);
         assert_eq!(decoded.len(), 1);
         assert_eq!(decoded[0].owner, Some(UserId(owner)));
         assert_eq!(skipped.len(), 1);

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tasklog_platform::config::{ConfigError, DatabaseSettings, Env, RedisSettings, bind_addr};
+use tasklog_platform::config::{
+    ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
+};
+use tasklog_platform::data_key::DataKeyEncryptionKey;
 use tasklog_platform::server::DrainSettings;
 
 use crate::lease::LeaseTiming;
@@ -20,6 +23,9 @@ pub struct Settings {
     /// The read model's, its checkpoints' and the leases' server
     /// (`READMODEL_DATABASE_URL`, default the same as `DATABASE_URL`).
     pub readmodel: DatabaseSettings,
+    /// Wraps every account's data key (`DATA_KEY_ENCRYPTION_KEY`): the
+    /// projections open sealed payloads.
+    pub data_key: DataKeyEncryptionKey,
     pub redis: RedisSettings,
     /// `esdb://` or `kurrentdb://` selects EventStoreDB; `None` the Postgres log.
     /// Secret because such URLs often carry credentials.
@@ -77,6 +83,7 @@ impl Settings {
         }
         Ok(Self {
             webhooks: webhook_settings(env)?,
+            data_key: DataKeyEncryptionKey::from_env(env, Environment::from_env(env)?)?,
             database: DatabaseSettings::from_env(env)?,
             readmodel: DatabaseSettings::readmodel_from_env(env)?,
             redis,
@@ -142,7 +149,8 @@ mod tests {
     use super::*;
 
     fn err(pairs: &[(&str, &str)]) -> String {
-        match Settings::from_env(&Env::from_pairs(pairs.iter().copied())) {
+        let dev = [("TASKLOG_ENV", "development")];
+        match Settings::from_env(&Env::from_pairs(dev.iter().chain(pairs).copied())) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.name,
         }
@@ -150,7 +158,7 @@ mod tests {
 
     #[test]
     fn defaults_give_a_runnable_projector() {
-        let s = Settings::from_env(&Env::default()).unwrap();
+        let s = Settings::from_env(&Env::from_pairs([("TASKLOG_ENV", "development")])).unwrap();
         assert_eq!(s.bind_addr.port(), 8083);
         assert_eq!(s.batch_size, 2_000);
         assert_eq!(s.redis.prefix, "tasklog:");
@@ -159,6 +167,12 @@ mod tests {
         assert_eq!(s.webhooks.workers, 16);
         assert_eq!(s.webhooks.backoff.window, Duration::from_secs(24 * 3600));
         assert!(!s.webhooks.allow_private);
+    }
+
+    #[test]
+    fn production_needs_a_key_encryption_key() {
+        let production = Settings::from_env(&Env::default()).err().map(|e| e.name);
+        assert_eq!(production.as_deref(), Some("DATA_KEY_ENCRYPTION_KEY"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::Router;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
+use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
@@ -84,7 +85,12 @@ impl Application {
             .event_store_url
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
-        let store = open_when_ready(url.as_deref(), log_db.clone()).await?;
+        // The data keys live with the accounts, on the log's server.
+        let store = sealing::sealed(
+            open_when_ready(url.as_deref(), log_db.clone()).await?,
+            log_db.clone(),
+            KeyEncryptionKey::new(settings.data_key.0),
+        );
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
         let router = with_common_layers(

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
-use tasklog_events::domain::TaskId;
+use tasklog_events::domain::{TaskId, UserId};
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use tasklog_readmodel::generation;
 use tasklog_readmodel::notice::{self, Touched};
 
 use crate::error::ProjectorError;
-use crate::fold::{TaskEventAt, TaskRow, decode_batch, fold_rows, ids_with_history};
+use crate::fold::{Decoded, TaskEventAt, TaskRow, decode_batch, fold_rows, ids_with_history};
 use crate::projection::{Applied, Projection, after, report_skipped};
 use crate::rows::{self, RowArrays};
 
@@ -24,6 +24,8 @@ use crate::rows::{self, RowArrays};
 struct Folded<'a> {
     upserts: Vec<&'a TaskRow>,
     deletes: Vec<TaskId>,
+    /// Owners erased in the batch: all their rows go.
+    erased: Vec<Uuid>,
     /// Owners whose rows the batch changes, for the notice.
     owners: BTreeSet<Uuid>,
 }
@@ -35,6 +37,7 @@ async fn fold_batch<'a>(
     conn: &mut PgConnection,
     generation: i32,
     decoded: &[TaskEventAt],
+    erased: &[UserId],
     current: &'a mut HashMap<TaskId, TaskRow>,
 ) -> Result<Folded<'a>, ProjectorError> {
     *current = rows::load(conn, generation, &ids_with_history(decoded)).await?;
@@ -48,9 +51,12 @@ async fn fold_batch<'a>(
         .filter_map(|id| current.get(id))
         .collect();
     owners.extend(upserts.iter().map(|row| row.task.owner.0));
+    let erased: Vec<Uuid> = erased.iter().map(|o| o.0).collect();
+    owners.extend(erased.iter().copied());
     Ok(Folded {
         upserts,
         deletes: changes.deletes,
+        erased,
         owners,
     })
 }
@@ -80,11 +86,14 @@ async fn commit_batch(
         "WITH {COMPARE_AND_SET}, \
          upserted AS ({}), \
          deleted AS (DELETE FROM {table} WHERE id = ANY(${deletes_param}) \
-                     AND EXISTS (SELECT FROM moved)) \
+                     AND EXISTS (SELECT FROM moved)), \
+         erased AS (DELETE FROM {table} WHERE owner_id = ANY(${}) \
+                    AND EXISTS (SELECT FROM moved)) \
          SELECT pg_notify(${}, ${}) FROM moved",
         rows::upsert_sql(expected.generation, first_row_param, MOVED),
         deletes_param + 1,
         deletes_param + 2,
+        deletes_param + 3,
     );
     let arrays = RowArrays::new(&batch.upserts);
     let deletes: Vec<Uuid> = batch.deletes.iter().map(|id| id.0).collect();
@@ -99,6 +108,7 @@ async fn commit_batch(
     let done = arrays
         .bind(query)
         .bind(&deletes)
+        .bind(&batch.erased)
         .bind(notice::CHANNEL)
         .bind(payload)
         .fetch_optional(&mut *conn)
@@ -144,7 +154,12 @@ impl Projection for TasksProjection {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(Applied::Done(*expected));
         };
-        let (decoded, skipped) = decode_batch(events);
+        let Decoded {
+            events: decoded,
+            skipped,
+            erased,
+            ..
+        } = decode_batch(events);
         report_skipped(TASKS, &skipped);
         let next = TasksCheckpoint {
             generation: expected.generation,
@@ -152,7 +167,14 @@ impl Projection for TasksProjection {
         };
         let mut conn = self.db.acquire().await?;
         let mut current = HashMap::new();
-        let written = match fold_batch(&mut conn, expected.generation, &decoded, &mut current).await
+        let written = match fold_batch(
+            &mut conn,
+            expected.generation,
+            &decoded,
+            &erased,
+            &mut current,
+        )
+        .await
         {
             Ok(batch) => commit_batch(&mut conn, *expected, next, batch).await,
             Err(e) => Err(e),

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::counts::{CountsProjection, PartitionSnapshot};
 use crate::error::ProjectorError;
-use crate::fold::{Counts, TaskRow, counts_of, decode_owned, fold_rows};
+use crate::fold::{Counts, TaskRow, counts_of, decode_owned, erase_rows, fold_rows};
 use tasklog_readmodel::checkpoint::read_checkpoint;
 use tasklog_readmodel::counts::partition_of;
 use tasklog_readmodel::generation;
@@ -211,8 +211,9 @@ async fn fold_to(
         if let Some(last) = page.last() {
             *position = Some(last.position);
         }
-        let (decoded, _) = decode_owned(page);
-        fold_rows(map, &decoded);
+        let decoded = decode_owned(page);
+        fold_rows(map, &decoded.events);
+        erase_rows(map, &decoded.erased);
         if stop {
             break;
         }

@@ -9,6 +9,7 @@ use tasklog_platform::auth::{JwtKeys, KeyUse};
 use tasklog_platform::config::{
     ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
 };
+use tasklog_platform::data_key::DataKeyEncryptionKey;
 use tasklog_platform::hardening::HttpSettings;
 use tasklog_platform::server::DrainSettings;
 
@@ -33,6 +34,9 @@ const MIN_CURSOR_SECRET_BYTES: usize = 32;
 
 pub struct Settings {
     pub environment: Environment,
+    /// Wraps every account's data key (`DATA_KEY_ENCRYPTION_KEY`): history
+    /// and as-of open sealed payloads.
+    pub data_key: DataKeyEncryptionKey,
     /// The log's server (`DATABASE_URL`): history and as-of read the log.
     pub database: DatabaseSettings,
     /// The read model's server (`READMODEL_DATABASE_URL`, default the same):
@@ -144,6 +148,8 @@ impl Settings {
                 ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
                 drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
             },
+            // Last: a bad JWT or CORS setting is the message to see first.
+            data_key: DataKeyEncryptionKey::from_env(env, environment)?,
         })
     }
 }

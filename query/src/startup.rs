@@ -8,6 +8,7 @@ use axum::{Router, middleware};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
+use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database;
@@ -86,9 +87,11 @@ impl Application {
                 .event_store_url
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
-            log_db,
+            log_db.clone(),
         )
         .await?;
+        // The data keys live with the accounts, on the log's server.
+        let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
         let redis = RedisHandle::new(&settings.redis)?;
         let verifier = settings.jwt.verifier.clone();
         let stop = CancellationToken::new();

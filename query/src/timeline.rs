@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tasklog_events::EventStore;
 use tasklog_events::StoreError;
-use tasklog_events::domain::{Task, TaskEvent, TaskId, TaskState, evolve};
+use tasklog_events::domain::{TaskEvent, TaskId, TaskState, evolve};
 use tasklog_events::task_stream::{self, LoadError, TaskRecord};
 use tasklog_platform::ApiError;
 use utoipa::ToSchema;
@@ -50,9 +50,11 @@ async fn owned_records(
     owner: Uuid,
     id: Uuid,
 ) -> Result<Option<Vec<TaskRecord>>, ApiError> {
-    let records = task_stream::history(store, TaskId(id), None)
-        .await
-        .map_err(log_error)?;
+    let records = match task_stream::history(store, TaskId(id), None).await {
+        // Erased with its owner's account: as if it never was.
+        Err(LoadError::Erased { .. }) => return Ok(None),
+        other => other.map_err(log_error)?,
+    };
     let owned = matches!(
         records.first().map(|r| &r.event),
         Some(TaskEvent::Created(created)) if created.owner_id.0 == owner
@@ -112,24 +114,7 @@ pub async fn as_of(
         version = Some(record.recorded.version);
     }
     Ok(match (state, version) {
-        (TaskState::Live(task), Some(version)) => Some(view(&task, version)),
+        (TaskState::Live(task), Some(version)) => Some(TaskView::of(&task, version)),
         _ => None,
     })
-}
-
-fn view(task: &Task, version: u64) -> TaskView {
-    TaskView {
-        id: task.id.0,
-        title: task.title.as_str().to_owned(),
-        description: task.description.as_str().to_owned(),
-        status: task.status.as_str().to_owned(),
-        priority: task.priority.as_str().to_owned(),
-        priority_rank: task.priority.rank(),
-        due_at: task.due_at,
-        tags: task.tags.to_strings(),
-        created_at: task.created_at,
-        updated_at: task.updated_at,
-        completed_at: task.completed_at,
-        version: i64::try_from(version).unwrap_or(i64::MAX),
-    }
 }

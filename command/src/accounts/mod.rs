@@ -1,6 +1,7 @@
 //! Accounts: registering, logging in, refreshing and ending sessions. Handlers
 //! call these; SQL stays in `users` and `refresh_tokens`.
 
+mod erasure;
 mod lockout;
 mod password;
 mod refresh_tokens;
@@ -43,6 +44,8 @@ pub enum AccountError {
     Password(#[from] PasswordError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] tasklog_events::StoreError),
 }
 
 impl From<AccountError> for ApiError {
@@ -66,6 +69,11 @@ impl From<AccountError> for ApiError {
             }
             AccountError::Password(e) => ApiError::internal(e),
             AccountError::Token(e) => ApiError::internal(e),
+            AccountError::Store(e @ tasklog_events::StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "event store unavailable");
+                ApiError::unavailable("the event store")
+            }
+            AccountError::Store(e) => ApiError::internal(e),
         }
     }
 }
@@ -260,6 +268,32 @@ impl Accounts {
     /// When the database fails.
     pub async fn sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>, AccountError> {
         Ok(refresh_tokens::open_sessions(&self.pool, user_id).await?)
+    }
+
+    /// Deletes the account and everything it wrote (crypto-shredding, see
+    /// `erasure`); returns the log position of its `UserErased` event.
+    ///
+    /// # Errors
+    /// `UnknownUser` (erased already), `Store` when the log is down (the
+    /// erasure is recorded and completes on a retry or the next start).
+    pub async fn erase(
+        &self,
+        user_id: Uuid,
+        store: &dyn tasklog_events::EventStore,
+        request_id: Option<String>,
+    ) -> Result<u64, AccountError> {
+        erasure::erase(&self.pool, store, user_id, request_id).await
+    }
+
+    /// Logs erasures left unlogged by a crash or an outage of the log.
+    ///
+    /// # Errors
+    /// When the database or the log fails.
+    pub async fn log_pending_erasures(
+        &self,
+        store: &dyn tasklog_events::EventStore,
+    ) -> Result<usize, AccountError> {
+        erasure::log_pending(&self.pool, store).await
     }
 
     /// # Errors

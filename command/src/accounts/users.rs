@@ -80,3 +80,16 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<UserRecord>, sqlx::
     .fetch_optional(pool)
     .await
 }
+
+/// Deletes the user; their data key and sessions go with the row (foreign
+/// keys `ON DELETE CASCADE`). False when there was no such user.
+///
+/// # Errors
+/// When the database fails.
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM accounts.users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(deleted.rows_affected() > 0)
+}

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tasklog_platform::auth::AuthUser;
+use tasklog_platform::http::RequestId;
 use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
@@ -26,7 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/logout-all", post(logout_all))
         .route("/v1/auth/sessions", get(sessions))
-        .route("/v1/auth/me", get(me))
+        .route("/v1/auth/me", get(me).delete(erase))
 }
 
 /// The client's `User-Agent`, kept with a new session so its user can tell
@@ -233,6 +234,33 @@ pub(crate) async fn sessions(
     Ok(Json(SessionList {
         sessions: sessions.into_iter().map(SessionInfo::from).collect(),
     }))
+}
+
+/// The answer to an erasure.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Erased {
+    /// The log position of the `UserErased` event: send it as
+    /// `X-Min-Position` to read after the projections have removed
+    /// everything of the account.
+    position: u64,
+}
+
+#[utoipa::path(delete, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the account, its sessions and its data key are deleted; every task of it leaves the read models once the projector reaches `position`, and its text in the log can no longer be read", body = Erased),
+        (status = 401, description = "no such account (erased already)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the event log is down; the erasure is recorded and completes on a retry", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn erase(
+    user: AuthUser,
+    State(app): State<AppState>,
+    request_id: RequestId,
+) -> Result<Json<Erased>, ApiError> {
+    let request_id = Some(request_id.0).filter(|r| !r.is_empty());
+    let position = app
+        .accounts
+        .erase(user.id, app.store.as_ref(), request_id)
+        .await?;
+    Ok(Json(Erased { position }))
 }
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),

@@ -199,7 +199,8 @@ pub(crate) async fn batch(
     let hash = tasks::body_hash(&("batch", &body));
     let items = commands(body)?;
     let ctx = context(user, request_id, key);
-    let run = async {
+    let (app, ctx) = (&app, &ctx);
+    let run = |ids| async move {
         let mut results: Vec<Option<Result<(StatusCode, Ack), ApiError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut parsed = Vec::new();
@@ -209,7 +210,9 @@ pub(crate) async fn batch(
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        for (index, outcome) in tasks::run_batch(app.store.as_ref(), &app.db, &ctx, parsed).await {
+        for (index, outcome) in
+            tasks::run_batch(app.store.as_ref(), &app.db, ctx, parsed, ids).await
+        {
             results[index] = Some(match outcome {
                 Ok(Done::Created(ack)) => Ok((StatusCode::CREATED, ack)),
                 Ok(Done::Changed(ack)) => Ok((StatusCode::OK, ack)),
@@ -229,7 +232,7 @@ pub(crate) async fn batch(
                 .collect(),
         }
     };
-    let (response, replayed) = tasks::idempotent(&app.db, &ctx, &hash, run).await?;
+    let (response, replayed) = tasks::idempotent(&app.db, ctx, &hash, run).await?;
     let mut response = (StatusCode::OK, Json(response)).into_response();
     if replayed {
         response

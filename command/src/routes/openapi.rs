@@ -20,6 +20,7 @@ use crate::state::AppState;
         super::auth::logout_all,
         super::auth::sessions,
         super::auth::me,
+        super::auth::erase,
         super::tasks::create,
         super::tasks::update,
         super::tasks::delete,

@@ -68,7 +68,7 @@ pub(crate) async fn create(
     let task = body.parse()?;
     let ctx = context(user, request_id, key);
     let hash = tasks::body_hash(&body);
-    let created = tasks::create_task(app.store.as_ref(), &app.db, &ctx, task, &hash).await?;
+    let created = tasks::create_task(app.store.as_ref(), &app.db, &ctx, task, &hash, None).await?;
     let mut response = ack_response(StatusCode::CREATED, created.ack);
     let location = HeaderValue::from_str(&format!("/v1/tasks/{}", created.ack.id))
         .map_err(ApiError::internal)?;

@@ -12,7 +12,9 @@ use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::domain::TaskId;
 
-use super::change::{Change, Precondition, change_task};
+use uuid::Uuid;
+
+use super::change::{Change, Precondition, change_task_once};
 use super::create::{NewTask, create_task};
 use super::idempotency::{self, Claim};
 use super::{Ack, CommandContext, TaskCommandError};
@@ -39,13 +41,41 @@ pub enum Done {
     Changed(Ack),
 }
 
+/// The ids a batch with an `Idempotency-Key` gives its commands, the same
+/// on every retry: from the key's claim (a UUIDv7 kept with the key) and the
+/// key's event id, each command's task id (creates) and first event id.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchIds {
+    pub claimed: TaskId,
+    pub key_event_id: Uuid,
+}
+
+impl BatchIds {
+    /// A create's task id: the claimed UUIDv7 with its last two bytes the
+    /// command's index, so still time-ordered and unique within the batch.
+    fn task_id(&self, index: usize) -> TaskId {
+        let mut bytes = *self.claimed.0.as_bytes();
+        let [hi, lo] = u16::try_from(index).unwrap_or(u16::MAX).to_be_bytes();
+        bytes[14] = hi;
+        bytes[15] = lo;
+        TaskId(Uuid::from_bytes(bytes))
+    }
+
+    fn first_event_id(&self, index: usize) -> Uuid {
+        Uuid::new_v5(&self.key_event_id, &(index as u64).to_be_bytes())
+    }
+}
+
 /// Runs `commands` (each at its index in the batch) and returns their
-/// results in the same order.
+/// results in the same order. With `ids` (a batch with a key), a retry after
+/// a crash mid-batch finds the events its first run appended and answers
+/// each such command as then, running only the rest.
 pub async fn run_batch(
     store: &dyn EventStore,
     pool: &PgPool,
     ctx: &CommandContext,
     commands: Vec<(usize, BatchCommand)>,
+    ids: Option<BatchIds>,
 ) -> Vec<(usize, Result<Done, TaskCommandError>)> {
     // Each command alone keeps no key of its own: the batch's key is kept
     // for the whole batch by `idempotent`.
@@ -71,7 +101,8 @@ pub async fn run_batch(
     let runs = groups.into_iter().map(|group| async move {
         let mut results = Vec::with_capacity(group.len());
         for (index, command) in group {
-            results.push((index, run_one(store, pool, ctx, command).await));
+            let ids = ids.map(|ids| (ids.task_id(index), ids.first_event_id(index)));
+            results.push((index, run_one(store, pool, ctx, command, ids).await));
         }
         results
     });
@@ -85,20 +116,28 @@ async fn run_one(
     pool: &PgPool,
     ctx: &CommandContext,
     command: BatchCommand,
+    ids: Option<(TaskId, Uuid)>,
 ) -> Result<Done, TaskCommandError> {
     match command {
         BatchCommand::Create(task) => {
             // No key: the hash is never read.
-            let created = create_task(store, pool, ctx, task, &[]).await?;
+            let created = create_task(store, pool, ctx, task, &[], ids).await?;
             Ok(Done::Created(created.ack))
         }
         BatchCommand::Change {
             id,
             change,
             precondition,
-        } => change_task(store, id, &change, &precondition, ctx)
-            .await
-            .map(Done::Changed),
+        } => change_task_once(
+            store,
+            id,
+            &change,
+            &precondition,
+            ctx,
+            ids.map(|(_, first)| first),
+        )
+        .await
+        .map(Done::Changed),
     }
 }
 
@@ -111,23 +150,27 @@ pub async fn idempotent<R, F>(
     pool: &PgPool,
     ctx: &CommandContext,
     body_hash: &[u8],
-    run: F,
+    run: impl FnOnce(Option<BatchIds>) -> F,
 ) -> Result<(R, bool), TaskCommandError>
 where
     R: Serialize + DeserializeOwned + Sync,
     F: Future<Output = R>,
 {
     let Some(key) = &ctx.idempotency_key else {
-        return Ok((run.await, false));
+        return Ok((run(None).await, false));
     };
-    // The claimed id is unused: a batch is no one task.
+    // The claimed id is kept with the key: the batch's ids derive from it.
     let fresh = TaskId(uuid::Uuid::now_v7());
-    match idempotency::claim::<R>(pool, ctx.actor, key, body_hash, fresh).await? {
+    let claimed = match idempotency::claim::<R>(pool, ctx.actor, key, body_hash, fresh).await? {
         Claim::Replay(response) => return Ok((response, true)),
         Claim::Mismatch => return Err(TaskCommandError::KeyReused),
-        Claim::Proceed(_) => {}
-    }
-    let response = run.await;
+        Claim::Proceed(claimed) => claimed,
+    };
+    let response = run(Some(BatchIds {
+        claimed,
+        key_event_id: key.event_id(ctx.actor),
+    }))
+    .await;
     if let Err(e) = idempotency::complete(pool, ctx.actor, key, &response).await {
         tracing::warn!(error = %e, "could not store the batch's idempotent response");
     }

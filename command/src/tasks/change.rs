@@ -12,7 +12,7 @@ use tasklog_events::task_stream::{self, TaskRecord, to_new_event};
 use tasklog_events::{EventStore, ExpectedVersion, StoreError};
 use uuid::Uuid;
 
-use super::{Ack, CommandContext, TaskCommandError, revert};
+use super::{Ack, CommandContext, TaskCommandError, event_ids, revert};
 
 /// Attempts of an unconditional command before it gives up with a 409. With
 /// backoff capped at 50 ms this bounds a request to about a second of waiting.
@@ -112,7 +112,6 @@ fn backoff(attempt: u32) -> Duration {
 /// reverted), `NotDeleted` (a restore of a live task), `BadRevertTarget`,
 /// `PreconditionFailed`,
 /// `Contended` after `MAX_ATTEMPTS`, or a failing store.
-#[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
 pub async fn change_task(
     store: &dyn EventStore,
     id: TaskId,
@@ -120,10 +119,56 @@ pub async fn change_task(
     precondition: &Precondition,
     ctx: &CommandContext,
 ) -> Result<Ack, TaskCommandError> {
+    change_task_once(store, id, change, precondition, ctx, None).await
+}
+
+/// The answer of an append whose first event has id `first` (and the rest
+/// ids derived from it), if the stream holds it: a retried request whose
+/// first run appended and then died before it answered.
+fn appended_before(loaded: &Loaded, id: TaskId, first: Uuid) -> Option<Ack> {
+    let start = loaded
+        .records
+        .iter()
+        .position(|r| r.recorded.event_id == first)?;
+    let ours = &loaded.records[start..];
+    let last = ours
+        .iter()
+        .zip(event_ids(first, ours.len()))
+        .take_while(|(r, expected)| r.recorded.event_id == *expected)
+        .last()
+        .map(|(r, _)| r)?;
+    Some(Ack {
+        id: id.0,
+        version: last.recorded.version,
+        position: last.recorded.position.commit,
+    })
+}
+
+/// `change_task` whose events get `first` and ids derived from it, when
+/// given: the same on every retry of the request (its `Idempotency-Key`), so
+/// a retry after a crash between the append and the answer finds its events
+/// in the stream and answers as the first run did, instead of deciding
+/// again on a state it already changed.
+///
+/// # Errors
+/// As `change_task`.
+#[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
+pub async fn change_task_once(
+    store: &dyn EventStore,
+    id: TaskId,
+    change: &Change,
+    precondition: &Precondition,
+    ctx: &CommandContext,
+    first: Option<Uuid>,
+) -> Result<Ack, TaskCommandError> {
     for attempt in 0..MAX_ATTEMPTS {
         let Some(loaded) = load(store, id).await? else {
             return Err(TaskCommandError::NotFound(id));
         };
+        if let Some(ack) = first.and_then(|first| appended_before(&loaded, id, first)) {
+            // Only the owner's request can have appended under these ids.
+            return Ok(ack);
+        }
         // Ownership before the precondition: another user's task must be a
         // 404 whatever version the client names.
         let events = match decide(&loaded.state, command(change, id, &loaded, ctx)?) {
@@ -155,9 +200,11 @@ pub async fn change_task(
         if let Change::Revert { to_version } = change {
             metadata.reverted_to = Some(*to_version);
         }
+        let ids = event_ids(first.unwrap_or_else(Uuid::now_v7), events.len());
         let new_events = events
             .iter()
-            .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
+            .zip(ids)
+            .map(|(e, event_id)| to_new_event(e, event_id, metadata.clone()))
             .collect();
         let expected = ExpectedVersion::Exact(loaded.version);
         match store.append(&id.stream_id(), expected, new_events).await {

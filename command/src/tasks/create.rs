@@ -12,7 +12,7 @@ use tasklog_events::{EventStore, ExpectedVersion, StoreError};
 use uuid::Uuid;
 
 use super::idempotency::{self, Claim};
-use super::{Ack, CommandContext, TaskCommandError};
+use super::{Ack, CommandContext, TaskCommandError, event_ids};
 
 /// A new task's fields, parsed.
 #[derive(Debug, Clone)]
@@ -32,15 +32,10 @@ pub struct Created {
     pub replayed: bool,
 }
 
-/// The ids of a command's events after the first: derived from it, so a
-/// deterministic first id makes them all deterministic.
-fn event_ids(first: Uuid, count: usize) -> impl Iterator<Item = Uuid> {
-    (0..count).map(move |i| match i {
-        0 => first,
-        n => Uuid::new_v5(&first, &n.to_be_bytes()),
-    })
-}
-
+/// `replay`: the task id and first event id a batch with a key derived for
+/// this command, so a retried batch appends the same events (and gets the
+/// first answer) instead of making another task.
+///
 /// # Errors
 /// `KeyReused` when the key came with another body; store or database failures.
 #[tracing::instrument(skip_all, fields(actor = %ctx.actor, task_id = tracing::field::Empty))]
@@ -50,20 +45,25 @@ pub async fn create_task(
     ctx: &CommandContext,
     task: NewTask,
     body_hash: &[u8],
+    replay: Option<(TaskId, Uuid)>,
 ) -> Result<Created, TaskCommandError> {
     let fresh = TaskId(Uuid::now_v7());
-    let (task_id, first_event_id) = match &ctx.idempotency_key {
-        None => (fresh, Uuid::now_v7()),
-        Some(key) => match idempotency::claim(pool, ctx.actor, key, body_hash, fresh).await? {
-            Claim::Proceed(task_id) => (task_id, key.event_id(ctx.actor)),
-            Claim::Replay(ack) => {
-                return Ok(Created {
-                    ack,
-                    replayed: true,
-                });
+    let (task_id, first_event_id) = match (&ctx.idempotency_key, replay) {
+        // A command of a batch with a key: the ids the batch derived for it.
+        (_, Some(ids)) => ids,
+        (None, None) => (fresh, Uuid::now_v7()),
+        (Some(key), None) => {
+            match idempotency::claim(pool, ctx.actor, key, body_hash, fresh).await? {
+                Claim::Proceed(task_id) => (task_id, key.event_id(ctx.actor)),
+                Claim::Replay(ack) => {
+                    return Ok(Created {
+                        ack,
+                        replayed: true,
+                    });
+                }
+                Claim::Mismatch => return Err(TaskCommandError::KeyReused),
             }
-            Claim::Mismatch => return Err(TaskCommandError::KeyReused),
-        },
+        }
     };
     tracing::Span::current().record("task_id", tracing::field::display(task_id));
     let command = TaskCommand::Create(CreateTask {
@@ -95,7 +95,7 @@ pub async fn create_task(
         // A twin request with the same idempotency key appended these very
         // events while this one was in flight; now that it has committed, the
         // same ids make a second try answer with its result.
-        Err(StoreError::Conflict { .. }) if ctx.idempotency_key.is_some() => {
+        Err(StoreError::Conflict { .. }) if ctx.idempotency_key.is_some() || replay.is_some() => {
             store
                 .append(&stream, ExpectedVersion::NoStream, new_events)
                 .await?

@@ -18,11 +18,21 @@ use tasklog_platform::ApiError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use batch::{BatchCommand, Done, MAX_COMMANDS, idempotent, run_batch};
+pub use batch::{BatchCommand, BatchIds, Done, MAX_COMMANDS, idempotent, run_batch};
 pub use change::{Change, Precondition, change_task};
 pub use create::{Created, NewTask, create_task};
 pub use idempotency::{IdempotencyKey, body_hash};
 pub use restore::restore_task;
+
+/// The ids of a command's events after the first: derived from it, so a
+/// deterministic first id makes them all deterministic (a retried request
+/// appends the very events it appended before).
+pub(crate) fn event_ids(first: Uuid, count: usize) -> impl Iterator<Item = Uuid> {
+    (0..count).map(move |i| match i {
+        0 => first,
+        n => Uuid::new_v5(&first, &n.to_be_bytes()),
+    })
+}
 
 /// The answer to every task command: where the task's stream stands now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -87,6 +97,8 @@ fn store_error(e: StoreError) -> ApiError {
             ApiError::unavailable("the event store")
         }
         StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+        // The token outlived its erased account.
+        StoreError::Erased { .. } => ApiError::Unauthorized,
         other => ApiError::internal(other),
     }
 }
@@ -115,6 +127,8 @@ impl From<TaskCommandError> for ApiError {
             TaskCommandError::Store(e) | TaskCommandError::Load(LoadError::Store(e)) => {
                 store_error(e)
             }
+            // The task went with its owner's account.
+            TaskCommandError::Load(LoadError::Erased { .. }) => ApiError::NotFound,
             TaskCommandError::Load(e) => ApiError::internal(e),
             TaskCommandError::Database(e) => ApiError::from(e),
         }

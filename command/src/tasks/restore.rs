@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::domain::TaskId;
 
-use super::change::{Change, Precondition, change_task};
+use super::change::{Change, Precondition, change_task, change_task_once};
 use super::idempotency::{self, Claim};
 use super::{Ack, CommandContext, TaskCommandError, body_hash};
 
@@ -46,7 +46,9 @@ pub async fn restore_task(
         Claim::Mismatch => return Err(TaskCommandError::KeyReused),
         Claim::Proceed(_) => {}
     }
-    let ack = change_task(store, id, &Change::Restore, precondition, ctx).await?;
+    // Ids fixed by the key: a retry after a crash finds this restore's event.
+    let first = key.event_id(ctx.actor);
+    let ack = change_task_once(store, id, &Change::Restore, precondition, ctx, Some(first)).await?;
     if let Err(e) = idempotency::complete(pool, ctx.actor, key, &ack).await {
         tracing::warn!(error = %e, "could not store the idempotent response");
     }

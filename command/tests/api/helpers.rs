@@ -8,9 +8,11 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use tasklog_command::{Application, Settings};
+use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::postgres::PgEventStore;
 use tasklog_events::{EventStore, RecordedEvent};
 use tasklog_platform::config::Env;
+use tasklog_platform::data_key::DEV_KEY;
 use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -120,7 +122,18 @@ impl TestApp {
         self.db.pool()
     }
 
-    pub fn store(&self) -> PgEventStore {
+    /// The log as the services read it: sealed payloads opened with the
+    /// development key-encryption key the test app runs with.
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        sealing::sealed(
+            Arc::new(self.raw_store()),
+            self.db.pool().clone(),
+            KeyEncryptionKey::new(DEV_KEY),
+        )
+    }
+
+    /// The log as stored: task payloads sealed.
+    pub fn raw_store(&self) -> PgEventStore {
         PgEventStore::new(self.db.pool().clone())
     }
 

@@ -29,7 +29,6 @@ async fn created(response: Response) -> (Value, bool) {
 /// stops below the oldest transaction of the whole server, which other tests
 /// running in parallel hold back.
 async fn events_in_log(app: &TestApp) -> i64 {
-    use tasklog_events::EventStore as _;
     let (n, _) = app.store().count_after(None, 1_000).await.unwrap();
     i64::try_from(n).unwrap()
 }

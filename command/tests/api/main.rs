@@ -6,6 +6,7 @@
 mod auth;
 mod batch;
 mod concurrency;
+mod erasure;
 mod hardening;
 mod helpers;
 mod hostile;
@@ -14,6 +15,7 @@ mod isolation;
 mod login_guard;
 mod outage;
 mod restore_revert;
+mod retries;
 mod service;
 mod sessions;
 mod task_commands;

@@ -103,6 +103,10 @@ pub enum StoreError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the event store holds data it cannot read: {0}")]
     Corrupt(String),
+    /// A task event of an owner whose account (and so data key) is gone:
+    /// nothing more of theirs is written.
+    #[error("the account {owner} was erased")]
+    Erased { owner: Uuid },
 }
 
 impl StoreError {

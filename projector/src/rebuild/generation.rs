@@ -12,7 +12,7 @@ use tasklog_readmodel::{TASKS, generation};
 
 use super::{CATCH_UP_PAGE, HELD_BACK};
 use crate::error::ProjectorError;
-use crate::fold::{TaskRow, decode_batch, fold_rows, touched_ids};
+use crate::fold::{Decoded, TaskRow, decode_batch, fold_rows, touched_ids};
 use crate::projection::report_skipped;
 use crate::rows;
 
@@ -102,7 +102,12 @@ pub(super) async fn apply_to_generation(
     overlay: &mut Overlay,
     page: &[RecordedEvent],
 ) -> Result<(), ProjectorError> {
-    let (decoded, skipped) = decode_batch(page);
+    let Decoded {
+        events: decoded,
+        skipped,
+        erased,
+        ..
+    } = decode_batch(page);
     report_skipped(TASKS, &skipped);
     let mut scratch: HashMap<TaskId, TaskRow> = touched_ids(&decoded)
         .into_iter()
@@ -121,6 +126,24 @@ pub(super) async fn apply_to_generation(
     }
     for id in changes.deletes {
         overlay.rows.insert(id, None);
+    }
+    if !erased.is_empty() {
+        let gone: Vec<TaskId> = base
+            .iter()
+            .filter(|(id, _)| !overlay.rows.contains_key(id))
+            .chain(
+                overlay
+                    .rows
+                    .iter()
+                    .filter_map(|(id, r)| r.as_ref().map(|r| (id, r))),
+            )
+            .filter(|(_, row)| erased.contains(&row.task.owner))
+            .map(|(id, _)| *id)
+            .collect();
+        rows::delete(conn, generation, &gone).await?;
+        for id in gone {
+            overlay.rows.insert(id, None);
+        }
     }
     Ok(())
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use tasklog_events::domain::{TaskEvent, TaskId};
+use tasklog_events::domain::{TaskEvent, TaskId, UserId};
 use tasklog_events::{EventStore, Position, RecordedEvent};
 use tasklog_readmodel::TASKS;
 
 use super::{HELD_BACK, Progress, REPLAY_PAGE};
 use crate::error::ProjectorError;
-use crate::fold::{TaskEventAt, TaskRow, decode_owned, fold_rows};
+use crate::fold::{Decoded, TaskEventAt, TaskRow, decode_owned, erase_rows, fold_rows};
 use crate::projection::report_skipped;
 
 /// What folding one stretch of the log gives.
@@ -25,6 +25,9 @@ struct RangeFold {
     pending: HashMap<TaskId, Vec<TaskEventAt>>,
     /// Tasks whose `TaskCreated` lies in the stretch.
     created: HashSet<TaskId>,
+    /// Owners erased in the stretch: their rows from earlier stretches go
+    /// at the merge.
+    erased: Vec<UserId>,
     events: u64,
 }
 
@@ -85,6 +88,7 @@ pub(super) async fn replay(
             fold_rows(&mut map, &later);
         }
         map.extend(fold.rows);
+        erase_rows(&mut map, &fold.erased);
         events += fold.events;
     }
     progress.replayed(events, total_hint);
@@ -124,15 +128,20 @@ async fn replay_range(
         .map(|page| {
             tokio::task::spawn_blocking(move || {
                 let n = page.len();
-                let (events, skipped) = decode_owned(page);
-                (events, skipped, n)
+                (decode_owned(page), n)
             })
         })
         .buffered(2);
     let mut fold = RangeFold::default();
     while let Some(done) = decoded.next().await {
-        let (batch, skipped, n) =
+        let (decoded, n) =
             done.map_err(|e| ProjectorError::TaskFailed(format!("a decoder: {e}")))?;
+        let Decoded {
+            events: batch,
+            skipped,
+            erased,
+            ..
+        } = decoded;
         report_skipped(TASKS, &skipped);
         if first_range {
             fold_rows(&mut fold.rows, &batch);
@@ -151,6 +160,13 @@ async fn replay_range(
                 }
             }
             fold_rows(&mut fold.rows, &ours);
+        }
+        if !erased.is_empty() {
+            erase_rows(&mut fold.rows, &erased);
+            for events in fold.pending.values_mut() {
+                events.retain(|e| e.owner.is_none_or(|o| !erased.contains(&o)));
+            }
+            fold.erased.extend(erased);
         }
         fold.events += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);

@@ -86,6 +86,8 @@ impl World {
             ("PROJECTOR_LEASE_POLL_MS", "100"),
             ("PROJECTOR_LAG_SAMPLE_MS", "200"),
             ("REDIS_TIMEOUT_MS", "500"),
+            // The development key-encryption key needs development said.
+            ("TASKLOG_ENV", "development"),
         ];
         pairs.extend_from_slice(extra);
         Settings::from_env(&Env::from_pairs(pairs)).expect("test settings")

@@ -28,6 +28,8 @@ fn spawn_binary_on(w: &World, instance: &str, database_url: &str) -> Child {
         .env("PROJECTOR_LEASE_POLL_MS", "200")
         .env("PROJECTOR_INSTANCE", instance)
         .env("RUST_LOG", "warn")
+        // The development key-encryption key needs development said.
+        .env("TASKLOG_ENV", "development")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -300,6 +302,7 @@ fn binary(w: &World, args: &[&str]) -> std::process::Output {
         .env("DATABASE_URL", w.db.url())
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", &w.prefix)
+        .env("TASKLOG_ENV", "development")
         .output()
         .expect("the projector binary runs")
 }

@@ -33,20 +33,7 @@ impl FeedQuery {
             .map(|v| parse_after("after", v))
             .transpose()?
             .unwrap_or_default();
-        let limit = match p.single("limit")? {
-            None => DEFAULT_LIMIT,
-            Some(v) => v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_param(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}"),
-                    )
-                })?,
-        };
+        let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
         let mut types = Vec::new();
         for t in p.list("type").map(str::trim) {
             if !TaskEvent::TYPES.contains(&t) {

@@ -81,18 +81,10 @@ impl CursorKey {
         mac
     }
 
-    /// The cursor for the page after `keyset`, for this caller and sort.
-    pub fn encode(&self, owner: Uuid, sort: Sort, keyset: &Keyset) -> String {
-        let k = match &keyset.value {
-            SortValue::Time(t) => t.map_or(Value::Null, |t| Value::from(t.timestamp_micros())),
-            SortValue::Rank(r) => Value::from(*r),
-            SortValue::Title(t) => Value::from(t.as_str()),
-        };
-        let payload = Payload {
-            s: sort.to_string(),
-            k,
-            i: keyset.id,
-        };
+    /// A signed cursor holding `scope` (a list's sort, or `TRASH`), a sort
+    /// key and an id.
+    fn sign(&self, owner: Uuid, scope: String, k: Value, id: Uuid) -> String {
+        let payload = Payload { s: scope, k, i: id };
         // A struct of a string, a JSON value and a UUID always serialises.
         let bytes = serde_json::to_vec(&payload).unwrap_or_default();
         let tag = self.mac(owner, &bytes).finalize().into_bytes();
@@ -103,13 +95,8 @@ impl CursorKey {
         )
     }
 
-    /// Verifies and reads a cursor made by `encode` for this caller and sort.
-    ///
-    /// # Errors
-    /// A 400 naming `cursor` when it is garbled, tampered with, another user's,
-    /// or made under another sort.
-    pub fn decode(&self, owner: Uuid, sort: Sort, cursor: &str) -> Result<Keyset, ApiError> {
-        let invalid = || ApiError::bad_param("cursor", "is not a cursor this service issued");
+    /// The payload of a cursor `sign` made for this caller.
+    fn open(&self, owner: Uuid, cursor: &str) -> Result<Payload, ApiError> {
         if cursor.len() > MAX_CURSOR_CHARS {
             return Err(invalid());
         }
@@ -122,8 +109,27 @@ impl CursorKey {
         self.mac(owner, &bytes)
             .verify_truncated_left(&tag)
             .map_err(|_| invalid())?;
+        serde_json::from_slice(&bytes).map_err(|_| invalid())
+    }
+
+    /// The cursor for the page after `keyset`, for this caller and sort.
+    pub fn encode(&self, owner: Uuid, sort: Sort, keyset: &Keyset) -> String {
+        let k = match &keyset.value {
+            SortValue::Time(t) => time_key(*t),
+            SortValue::Rank(r) => Value::from(*r),
+            SortValue::Title(t) => Value::from(t.as_str()),
+        };
+        self.sign(owner, sort.to_string(), k, keyset.id)
+    }
+
+    /// Verifies and reads a cursor made by `encode` for this caller and sort.
+    ///
+    /// # Errors
+    /// A 400 naming `cursor` when it is garbled, tampered with, another user's,
+    /// or made under another sort.
+    pub fn decode(&self, owner: Uuid, sort: Sort, cursor: &str) -> Result<Keyset, ApiError> {
         // Signed by us: what follows can only fail for a cursor of another sort.
-        let payload: Payload = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        let payload = self.open(owner, cursor)?;
         if payload.s != sort.to_string() {
             return Err(ApiError::bad_param(
                 "cursor",
@@ -135,11 +141,9 @@ impl CursorKey {
         }
         let value = match (sort.field, &payload.k) {
             (SortField::DueAt, Value::Null) => SortValue::Time(None),
-            (SortField::CreatedAt | SortField::UpdatedAt | SortField::DueAt, k) => k
-                .as_i64()
-                .and_then(DateTime::from_timestamp_micros)
-                .map(|t| SortValue::Time(Some(t)))
-                .ok_or_else(invalid)?,
+            (SortField::CreatedAt | SortField::UpdatedAt | SortField::DueAt, k) => {
+                SortValue::Time(Some(time_of(k)?))
+            }
             (SortField::Priority, k) => k
                 .as_i64()
                 .and_then(|r| i16::try_from(r).ok())
@@ -153,6 +157,49 @@ impl CursorKey {
             id: payload.i,
         })
     }
+
+    /// The cursor for the trash's page after the task `id` deleted at `at`.
+    pub fn encode_trash(&self, owner: Uuid, at: DateTime<Utc>, id: Uuid) -> String {
+        self.sign(owner, TRASH.to_owned(), time_key(Some(at)), id)
+    }
+
+    /// Verifies and reads a cursor made by `encode_trash` for this caller.
+    ///
+    /// # Errors
+    /// A 400 naming `cursor` when it is garbled, tampered with, another
+    /// user's, or a list's.
+    pub fn decode_trash(
+        &self,
+        owner: Uuid,
+        cursor: &str,
+    ) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+        let payload = self.open(owner, cursor)?;
+        if payload.s != TRASH {
+            return Err(ApiError::bad_param(
+                "cursor",
+                "was issued for a task list, not for the trash",
+            ));
+        }
+        Ok((time_of(&payload.k)?, payload.i))
+    }
+}
+
+/// The scope of trash cursors; no list sort is spelt like it.
+const TRASH: &str = "trash";
+
+fn invalid() -> ApiError {
+    ApiError::bad_param("cursor", "is not a cursor this service issued")
+}
+
+/// A time as a cursor holds it: microseconds since the epoch, or null.
+fn time_key(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::from(t.timestamp_micros()))
+}
+
+fn time_of(k: &Value) -> Result<DateTime<Utc>, ApiError> {
+    k.as_i64()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -201,6 +248,19 @@ mod tests {
     }
 
     #[test]
+    fn trash_cursors_round_trip_and_are_no_list_cursors() {
+        let key = CursorKey::random();
+        let owner = Uuid::new_v4();
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        let id = Uuid::now_v7();
+        let cursor = key.encode_trash(owner, at, id);
+        assert_eq!(key.decode_trash(owner, &cursor).unwrap(), (at, id));
+        assert!(key.decode_trash(Uuid::new_v4(), &cursor).is_err());
+        let as_list = key.decode(owner, sort("-created_at"), &cursor).unwrap_err();
+        assert!(as_list.to_string().contains("sort=trash"), "{as_list}");
+    }
+
+    #[test]
     fn garbled_tampered_foreign_and_cross_sort_cursors_are_refused() {
         let key = CursorKey::random();
         let owner = Uuid::new_v4();
@@ -239,6 +299,10 @@ mod tests {
             CursorKey::random()
                 .decode(owner, sort("priority"), &cursor)
                 .is_err()
+        );
+        assert_eq!(
+            field(key.decode_trash(owner, &cursor).unwrap_err()),
+            "cursor"
         );
         let other_sort = key.decode(owner, sort("-priority"), &cursor).unwrap_err();
         assert!(

@@ -7,4 +7,4 @@ mod query;
 
 pub use cursor::{CursorKey, Keyset, SortValue};
 pub use params::{QueryParams, parse_time};
-pub use query::{ListQuery, Paging, Sort, SortField};
+pub use query::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Paging, Sort, SortField};

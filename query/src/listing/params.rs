@@ -48,6 +48,24 @@ impl QueryParams {
         Ok(first)
     }
 
+    /// The one value of `limit`, from 1 to `max`, or `default`.
+    ///
+    /// # Errors
+    /// A 400 naming `limit` when repeated, not a number, or out of range.
+    pub fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.single("limit")? {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=max).contains(l))
+                .ok_or_else(|| {
+                    ApiError::bad_param("limit", format!("must be an integer from 1 to {max}"))
+                }),
+        }
+    }
+
     /// The one value of `name` as an RFC 3339 time.
     ///
     /// # Errors

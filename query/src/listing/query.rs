@@ -135,19 +135,7 @@ impl ListQuery {
                 )
             })?,
         };
-        let limit = match params.single("limit")? {
-            None => DEFAULT_LIMIT,
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    ApiError::bad_param(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}"),
-                    )
-                })?,
-        };
+        let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
         let paging = match (params.single("cursor")?, params.single("page")?) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_param(

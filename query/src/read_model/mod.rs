@@ -7,6 +7,7 @@ mod counts;
 mod list_sql;
 mod stats;
 mod tasks;
+mod trash;
 
 pub use changes::{
     After, Change, ChangeFilter, changes_after, changes_position, explain_changes, rest_of_commit,
@@ -14,6 +15,7 @@ pub use changes::{
 pub use counts::{RedisCounts, read_redis_counts};
 pub use stats::{Stats, stats};
 pub use tasks::{Page, TaskView, explain_list, get, list, numbered};
+pub use trash::{TrashPage, TrashedTask, trash};
 
 use tasklog_platform::ApiError;
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
+use tasklog_events::domain::Task;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -34,6 +35,24 @@ pub struct TaskView {
 }
 
 impl TaskView {
+    /// A task folded from its events, at the version of the last one.
+    pub fn of(task: &Task, version: u64) -> Self {
+        Self {
+            id: task.id.0,
+            title: task.title.as_str().to_owned(),
+            description: task.description.as_str().to_owned(),
+            status: task.status.as_str().to_owned(),
+            priority: task.priority.as_str().to_owned(),
+            priority_rank: task.priority.rank(),
+            due_at: task.due_at,
+            tags: task.tags.to_strings(),
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            completed_at: task.completed_at,
+            version: i64::try_from(version).unwrap_or(i64::MAX),
+        }
+    }
+
     /// This row's place in a list sorted by `field`.
     pub fn keyset(&self, field: SortField) -> Keyset {
         let value = match field {

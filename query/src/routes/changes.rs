@@ -64,23 +64,7 @@ pub(crate) async fn feed(
     observed: Option<Extension<Observed>>,
 ) -> Result<Response, ApiError> {
     let q = FeedQuery::parse(raw.as_deref())?;
-    let min = min_position(&headers)?;
-    let reached = match min.and_then(|m| i64::try_from(m).ok()) {
-        None => app.changes.current(),
-        Some(min) => app
-            .changes
-            .wait_for(min, app.min_position_timeout)
-            .await
-            .map_err(|at| ApiError::Unavailable {
-                detail: format!(
-                    "the change feed has not reached position {min} yet (it is at {at}); retry shortly"
-                ),
-                retry_after_secs: 1,
-            })?,
-    };
-    if let Some(Extension(observed)) = observed {
-        observed.set(u64::try_from(reached).unwrap_or(0));
-    }
+    reach_min_position(&app, &headers, observed).await?;
     let mut changes = changes_after(&app.db, user.id, q.after, &q.filter, q.limit)
         .await
         .map_err(db_error)?;
@@ -98,6 +82,38 @@ pub(crate) async fn feed(
         next_after,
     })
     .into_response())
+}
+
+/// Waits, when the request sends `X-Min-Position`, until the change feed has
+/// reached it (a 503 after `MIN_POSITION_TIMEOUT_MS`), and reports the
+/// feed's position as `X-Projection-Position`: for every read of
+/// `readmodel.changes` (the feed, the trash).
+///
+/// # Errors
+/// 400 for a bad header, 503 when the feed does not get there in time.
+pub(crate) async fn reach_min_position(
+    app: &AppState,
+    headers: &HeaderMap,
+    observed: Option<Extension<Observed>>,
+) -> Result<(), ApiError> {
+    let min = min_position(headers)?;
+    let reached = match min.and_then(|m| i64::try_from(m).ok()) {
+        None => app.changes.current(),
+        Some(min) => app
+            .changes
+            .wait_for(min, app.min_position_timeout)
+            .await
+            .map_err(|at| ApiError::Unavailable {
+                detail: format!(
+                    "the change feed has not reached position {min} yet (it is at {at}); retry shortly"
+                ),
+                retry_after_secs: 1,
+            })?,
+    };
+    if let Some(Extension(observed)) = observed {
+        observed.set(u64::try_from(reached).unwrap_or(0));
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/changes/stream", tag = "changes", security(("bearer" = [])),

@@ -5,6 +5,7 @@ pub(crate) mod openapi;
 mod path;
 pub(crate) mod stats;
 pub(crate) mod tasks;
+pub(crate) mod trash;
 
 use axum::Router;
 
@@ -16,5 +17,6 @@ pub fn router() -> Router<AppState> {
         .merge(tasks::router())
         .merge(stats::router())
         .merge(changes::router())
+        .merge(trash::router())
         .merge(openapi::router())
 }

@@ -11,12 +11,13 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tasklog query service", version = "1",
-        description = "Task lists, search, detail, history, as-of, stats, and the change feed (pages and Server-Sent Events). Errors are application/problem+json. \
+        description = "Task lists, search, detail, history, as-of, the trash, stats, and the change feed (pages and Server-Sent Events). Errors are application/problem+json. \
             Every response carries X-Projection-Position, the log position the read model had reached (at least) when it was read."),
     paths(
         super::tasks::list,
         super::tasks::show,
         super::tasks::history,
+        super::trash::list,
         super::stats::stats,
         super::changes::feed,
         super::changes::stream,

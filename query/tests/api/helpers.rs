@@ -234,6 +234,27 @@ impl TestApp {
         .await
     }
 
+    pub async fn restore(&self, user: &User, id: Uuid, at: DateTime<Utc>) -> AppendOutcome {
+        self.command(
+            user,
+            id,
+            TaskCommand::Restore {
+                actor: UserId(user.id),
+                at,
+            },
+        )
+        .await
+    }
+
+    /// What `tasklog-projector verify` reports for the read model and the
+    /// counts (empty when they agree with the log).
+    pub async fn verify(&self) -> Vec<String> {
+        tasklog_projector::verify::verify(self.db.pool(), &self.store, Some(&self.redis))
+            .await
+            .expect("verify")
+            .differences
+    }
+
     async fn command(&self, user: &User, id: Uuid, command: TaskCommand) -> AppendOutcome {
         let loaded = load(&self.store, TaskId(id), None).await.expect("load");
         let events = decide(&loaded.state, command).expect("decide");

@@ -15,3 +15,4 @@ mod outage;
 mod service;
 mod stats;
 mod stream;
+mod trash;

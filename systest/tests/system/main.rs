@@ -3,6 +3,7 @@
 
 mod changes;
 mod edge;
+mod erasure;
 mod error_tracking;
 mod failures;
 mod gateway;

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use crate::store::{ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StoreError};
 
-/// The only streams Tasklog writes; `$all` reads and subscriptions filter on it
-/// server-side, so system and foreign streams never cross the wire.
+/// The task streams; `$all` reads and subscriptions filter on it and on the
+/// erasure streams' prefix (`crate::erasure::STREAM_PREFIX`) server-side, so
+/// system and foreign streams never cross the wire.
 pub const STREAM_PREFIX: &str = "task-";
 
 pub fn stream_state(expected: ExpectedVersion) -> StreamState {

@@ -63,7 +63,9 @@ impl EsdbEventStore {
     }
 
     fn task_streams() -> SubscriptionFilter {
-        SubscriptionFilter::on_stream_name().add_prefix(STREAM_PREFIX)
+        SubscriptionFilter::on_stream_name()
+            .add_prefix(STREAM_PREFIX)
+            .add_prefix(crate::erasure::STREAM_PREFIX)
     }
 }
 
