@@ -83,6 +83,9 @@ impl System {
             // test asks for quick 503s itself.
             ("DATABASE_ACQUIRE_TIMEOUT_MS", "5000"),
             ("MIN_POSITION_TIMEOUT_MS", "15000"),
+            // Above that wait, so a slow projection under a full parallel
+            // run ends in the wait's own answer, not the request timeout.
+            ("REQUEST_TIMEOUT_MS", "30000"),
             ("RATE_LIMIT_AUTH", "0"),
             ("RATE_LIMIT_API", "0"),
         ]
