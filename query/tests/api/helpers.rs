@@ -58,6 +58,77 @@ pub struct TestApp {
     _server: JoinHandle<std::io::Result<()>>,
     /// Between the service and Postgres, when spawned behind one.
     pub proxy: Option<TcpProxy>,
+    /// The read-only role the service connects as, when spawned as one.
+    /// Declared after `db`: the database goes first, then the role.
+    pub role: Option<QueryRole>,
+}
+
+/// A role made by `deploy/postgres/roles.sql` for one test's database
+/// (roles are the whole server's, so each test names its own), dropped
+/// with the value.
+pub struct QueryRole {
+    pub name: String,
+    /// The test database as this role.
+    pub url: String,
+}
+
+impl QueryRole {
+    /// Runs the operator's script as it is documented, with psql.
+    fn create(db: &TestDb) -> Self {
+        let name = format!("{}_q", db.name());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/roles.sql");
+        let options: PgConnectOptions = db.url().parse().expect("test database url");
+        // In libpq's variables: psql refuses sqlx's extra URL parameters.
+        let out = std::process::Command::new("psql")
+            .env("PGHOST", options.get_host())
+            .env("PGPORT", options.get_port().to_string())
+            .env("PGUSER", options.get_username())
+            .env("PGDATABASE", db.name())
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-v"])
+            .arg(format!("query_role={name}"))
+            .args(["-f", script])
+            .env_remove("TASKLOG_QUERY_PASSWORD")
+            .env_remove("TASKLOG_OWNER_PASSWORD")
+            .env_remove("TASKLOG_OWNER")
+            .output()
+            .expect("psql runs (the PostgreSQL client is installed with the server)");
+        assert!(
+            out.status.success(),
+            "roles.sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = options.username(&name).to_url_lossy().to_string();
+        Self { name, url }
+    }
+}
+
+impl Drop for QueryRole {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin: Option<PgConnectOptions> =
+            tasklog_platform::testing::admin_database_url().parse().ok();
+        // As TestDb's drop: a runtime of its own on a thread of its own.
+        let done = std::thread::spawn(move || {
+            let (Some(admin), Ok(rt)) = (
+                admin,
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+            ) else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = admin.connect().await {
+                    // The database (and with it the role's grants) is gone
+                    // by now; the name came from a UUID.
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = done.join();
+    }
 }
 
 impl Drop for TestApp {
@@ -79,17 +150,24 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, false).await
+    spawn(env, false, false).await
 }
 
 /// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
 pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, true).await
+    spawn(env, true, false).await
 }
 
-async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
+/// Connecting as the read-only role of `deploy/postgres/roles.sql`, made
+/// (as an operator would) before the schemas are migrated by the owner.
+pub async fn spawn_app_as_query_role() -> TestApp {
+    spawn(&[], false, true).await
+}
+
+async fn spawn(env: &[(&str, &str)], behind_proxy: bool, read_only: bool) -> TestApp {
     LazyLock::force(&TRACING);
     let db = Arc::new(TestDb::new().await.expect("test database"));
+    let role = read_only.then(|| QueryRole::create(&db));
     let prefix = redis_prefix();
     let redis_url = redis_url();
     let options: PgConnectOptions = db.url().parse().expect("test database url");
@@ -99,9 +177,10 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     } else {
         None
     };
-    let database_url = match &proxy {
-        Some(p) => options.port(p.port()).to_url_lossy().to_string(),
-        None => db.url().to_owned(),
+    let database_url = match (&proxy, &role) {
+        (Some(p), _) => options.port(p.port()).to_url_lossy().to_string(),
+        (None, Some(role)) => role.url.clone(),
+        (None, None) => db.url().to_owned(),
     };
     let mut pairs = vec![
         ("DATABASE_URL", database_url.as_str()),
@@ -130,7 +209,15 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     tasklog_readmodel::migrate(db.pool())
         .await
         .expect("read model schema");
-    let app = Application::build(settings).await.expect("the app builds");
+    // Bounded: a service that waited for a migration it may not run would
+    // otherwise hang the test instead of failing it.
+    let app = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        Application::build(settings),
+    )
+    .await
+    .expect("the app builds in time")
+    .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -143,6 +230,7 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
         shutdown,
         _server: server,
         proxy,
+        role,
     }
 }
 

@@ -1,0 +1,91 @@
+-- Tasklog's database roles: run once per database (the log's and, when the
+-- read model has a server of its own, the read model's), by a superuser or
+-- a role with CREATEROLE that is a member of the owner role, before the
+-- services start. Safe to run again (after an upgrade, or to change a
+-- password). Not a migration: the services' own migrations must not need
+-- the privileges this script needs.
+--
+--   psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -f deploy/postgres/roles.sql
+--
+-- (deploy/postgres/roles.sql links here: kustomize reads files only below
+-- its own folder, and the Kubernetes migrate Job runs this same file.)
+--
+-- psql variables (-v name=value), each with a default:
+--   owner           the role that owns the schemas and runs the migrations:
+--                   the command service and the projector connect as it
+--                   and apply theirs at start (so does `tasklog-projector
+--                   rebuild`). Default: TASKLOG_OWNER, else the role
+--                   running this script.
+--   owner_password  set the owner's password (default: leave it as it is;
+--                   or from TASKLOG_OWNER_PASSWORD).
+--   query_role      the query service's role: SELECT on the log and the
+--                   read model and nothing else. Default: tasklog_query.
+--   query_password  its password (or from TASKLOG_QUERY_PASSWORD; unset:
+--                   no password, for trust or certificate authentication).
+--
+-- What the query role may do is what the query service does: read the
+-- `eventlog` and `readmodel` schemas, LISTEN, take no locks that block the
+-- writers. Default privileges give it every table the owner creates later
+-- in those schemas, so a rebuild's new read-model generation stays
+-- readable: run `tasklog-projector rebuild` as the owner (the projector's
+-- own DATABASE_URL), or the new generation is not granted.
+
+\set ON_ERROR_STOP on
+
+\if :{?owner}
+\else
+\getenv owner TASKLOG_OWNER
+\endif
+\if :{?owner}
+\else
+\set owner :USER
+\endif
+\if :{?owner_password}
+\else
+\getenv owner_password TASKLOG_OWNER_PASSWORD
+\endif
+\if :{?query_role}
+\else
+\set query_role tasklog_query
+\endif
+\if :{?query_password}
+\else
+\getenv query_password TASKLOG_QUERY_PASSWORD
+\endif
+
+-- The owner: made when missing (a managed Postgres's admin runs this).
+SELECT format('CREATE ROLE %I LOGIN', :'owner')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'owner') \gexec
+\if :{?owner_password}
+ALTER ROLE :"owner" PASSWORD :'owner_password';
+\endif
+-- Migrations say CREATE SCHEMA IF NOT EXISTS, which Postgres checks against
+-- the database's CREATE privilege even when the schema is there.
+SELECT format('GRANT CONNECT, CREATE ON DATABASE %I TO %I', current_database(), :'owner') \gexec
+
+-- The schemas, made here so that their grants can be given before the
+-- first migration; the migrations find them and fill them.
+CREATE SCHEMA IF NOT EXISTS accounts AUTHORIZATION :"owner";
+CREATE SCHEMA IF NOT EXISTS eventlog AUTHORIZATION :"owner";
+CREATE SCHEMA IF NOT EXISTS readmodel AUTHORIZATION :"owner";
+
+-- The query role: log in, read, nothing more. Whatever it was before, it
+-- is made plain again (a role re-used from elsewhere keeps no power).
+SELECT format('CREATE ROLE %I LOGIN', :'query_role')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'query_role') \gexec
+ALTER ROLE :"query_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+\if :{?query_password}
+ALTER ROLE :"query_role" PASSWORD :'query_password';
+\endif
+SELECT format('REVOKE ALL ON DATABASE %I FROM %I', current_database(), :'query_role') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'query_role') \gexec
+-- Explicit grants are the only privileges a role has beside PUBLIC's; the
+-- accounts (password hashes, sessions) get none.
+REVOKE ALL ON SCHEMA accounts FROM :"query_role";
+REVOKE ALL ON ALL TABLES IN SCHEMA accounts FROM :"query_role";
+
+GRANT USAGE ON SCHEMA eventlog, readmodel TO :"query_role";
+REVOKE ALL ON ALL TABLES IN SCHEMA eventlog, readmodel FROM :"query_role";
+GRANT SELECT ON ALL TABLES IN SCHEMA eventlog, readmodel TO :"query_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA eventlog, readmodel
+    GRANT SELECT ON TABLES TO :"query_role";
