@@ -22,6 +22,16 @@
 --                   read model and nothing else. Default: tasklog_query.
 --   query_password  its password (or from TASKLOG_QUERY_PASSWORD; unset:
 --                   no password, for trust or certificate authentication).
+--   command_role, projector_role
+--                   runtime roles without DDL for the command service and
+--                   the projector's `run` (defaults tasklog_command and
+--                   tasklog_projector; passwords command_password and
+--                   projector_password, or TASKLOG_COMMAND_PASSWORD and
+--                   TASKLOG_PROJECTOR_PASSWORD). They may connect only
+--                   once the owner has applied every migration (the
+--                   services then find nothing to do); until then, keep
+--                   those services on the owner. `rebuild` makes tables:
+--                   run it as the owner.
 --
 -- What the query role may do is what the query service does: read the
 -- `eventlog` and `readmodel` schemas, LISTEN, take no locks that block the
@@ -51,6 +61,22 @@
 \if :{?query_password}
 \else
 \getenv query_password TASKLOG_QUERY_PASSWORD
+\endif
+\if :{?command_role}
+\else
+\set command_role tasklog_command
+\endif
+\if :{?command_password}
+\else
+\getenv command_password TASKLOG_COMMAND_PASSWORD
+\endif
+\if :{?projector_role}
+\else
+\set projector_role tasklog_projector
+\endif
+\if :{?projector_password}
+\else
+\getenv projector_password TASKLOG_PROJECTOR_PASSWORD
 \endif
 
 -- The owner: made when missing (a managed Postgres's admin runs this).
@@ -89,3 +115,45 @@ REVOKE ALL ON ALL TABLES IN SCHEMA eventlog, readmodel FROM :"query_role";
 GRANT SELECT ON ALL TABLES IN SCHEMA eventlog, readmodel TO :"query_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA eventlog, readmodel
     GRANT SELECT ON TABLES TO :"query_role";
+
+-- The runtime roles: rows, no DDL. Each reads `_sqlx_migrations` of its
+-- schemas, which tells the service that there is nothing to migrate.
+SELECT format('CREATE ROLE %I LOGIN', r)
+FROM unnest(ARRAY[:'command_role', :'projector_role']) AS r
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
+ALTER ROLE :"command_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+ALTER ROLE :"projector_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+\if :{?command_password}
+ALTER ROLE :"command_role" PASSWORD :'command_password';
+\endif
+\if :{?projector_password}
+ALTER ROLE :"projector_role" PASSWORD :'projector_password';
+\endif
+SELECT format('REVOKE ALL ON DATABASE %I FROM %I, %I', current_database(), :'command_role', :'projector_role') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'command_role', :'projector_role') \gexec
+
+-- The command service: the accounts' rows; the log, read and appended
+-- (never changed: its trigger refuses that to anyone).
+GRANT USAGE ON SCHEMA accounts, eventlog TO :"command_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA accounts TO :"command_role";
+GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA eventlog TO :"command_role";
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA accounts, eventlog TO :"command_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA accounts
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"command_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA eventlog
+    GRANT SELECT, INSERT ON TABLES TO :"command_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA accounts, eventlog
+    GRANT USAGE, SELECT ON SEQUENCES TO :"command_role";
+
+-- The projector's `run`: the log, read; the read model's rows (every
+-- generation, through default privileges), checkpoints and change feed.
+GRANT USAGE ON SCHEMA eventlog, readmodel TO :"projector_role";
+GRANT SELECT ON ALL TABLES IN SCHEMA eventlog TO :"projector_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA readmodel TO :"projector_role";
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA readmodel TO :"projector_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA eventlog
+    GRANT SELECT ON TABLES TO :"projector_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA readmodel
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"projector_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA readmodel
+    GRANT USAGE, SELECT ON SEQUENCES TO :"projector_role";

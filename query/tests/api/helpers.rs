@@ -63,19 +63,23 @@ pub struct TestApp {
     pub role: Option<QueryRole>,
 }
 
-/// A role made by `deploy/postgres/roles.sql` for one test's database
+/// The roles `deploy/postgres/roles.sql` makes, for one test's database
 /// (roles are the whole server's, so each test names its own), dropped
 /// with the value.
 pub struct QueryRole {
-    pub name: String,
-    /// The test database as this role.
+    /// The test database as the query role.
     pub url: String,
+    /// The test database as the command service's runtime role.
+    pub command_url: String,
+    /// The test database as the projector's runtime role.
+    pub projector_url: String,
+    names: [String; 3],
 }
 
 impl QueryRole {
     /// Runs the operator's script as it is documented, with psql.
     fn create(db: &TestDb) -> Self {
-        let name = format!("{}_q", db.name());
+        let names = ["q", "c", "p"].map(|r| format!("{}_{r}", db.name()));
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/roles.sql");
         let options: PgConnectOptions = db.url().parse().expect("test database url");
         // In libpq's variables: psql refuses sqlx's extra URL parameters.
@@ -84,10 +88,14 @@ impl QueryRole {
             .env("PGPORT", options.get_port().to_string())
             .env("PGUSER", options.get_username())
             .env("PGDATABASE", db.name())
-            .args(["-q", "-v", "ON_ERROR_STOP=1", "-v"])
-            .arg(format!("query_role={name}"))
+            .args(["-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", &format!("query_role={}", names[0])])
+            .args(["-v", &format!("command_role={}", names[1])])
+            .args(["-v", &format!("projector_role={}", names[2])])
             .args(["-f", script])
             .env_remove("TASKLOG_QUERY_PASSWORD")
+            .env_remove("TASKLOG_COMMAND_PASSWORD")
+            .env_remove("TASKLOG_PROJECTOR_PASSWORD")
             .env_remove("TASKLOG_OWNER_PASSWORD")
             .env_remove("TASKLOG_OWNER")
             .output()
@@ -97,14 +105,19 @@ impl QueryRole {
             "roles.sql failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let url = options.username(&name).to_url_lossy().to_string();
-        Self { name, url }
+        let url = |name: &str| options.clone().username(name).to_url_lossy().to_string();
+        Self {
+            url: url(&names[0]),
+            command_url: url(&names[1]),
+            projector_url: url(&names[2]),
+            names,
+        }
     }
 }
 
 impl Drop for QueryRole {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let names = self.names.join(", ");
         let admin: Option<PgConnectOptions> =
             tasklog_platform::testing::admin_database_url().parse().ok();
         // As TestDb's drop: a runtime of its own on a thread of its own.
@@ -119,9 +132,9 @@ impl Drop for QueryRole {
             };
             rt.block_on(async move {
                 if let Ok(mut conn) = admin.connect().await {
-                    // The database (and with it the role's grants) is gone
-                    // by now; the name came from a UUID.
-                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+                    // The database (and with it the roles' grants) is gone
+                    // by now; the names came from a UUID.
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {names}"))
                         .execute(&mut conn)
                         .await;
                 }
@@ -329,6 +342,25 @@ impl TestApp {
         self.append(user, TaskId(id), expected, &events).await
     }
 
+    /// Appends a `TaskCreated` through `store` (e.g. one opened as another role).
+    pub async fn create_through(&self, store: &PgEventStore, user: &User, title: &str) -> Uuid {
+        let id = TaskId(Uuid::now_v7());
+        let command = TaskCommand::Create(CreateTask {
+            task_id: id,
+            owner: UserId(user.id),
+            title: TaskTitle::parse(title).expect("title"),
+            description: TaskDescription::parse("").expect("description"),
+            status: Status::Todo,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: Tags::parse::<&str>(&[]).expect("tags"),
+            at: Utc::now(),
+        });
+        let events = decide(&tasklog_events::domain::TaskState::Absent, command).expect("create");
+        append_to(store, user, id, ExpectedVersion::NoStream, &events).await;
+        id.0
+    }
+
     async fn append(
         &self,
         user: &User,
@@ -336,21 +368,7 @@ impl TestApp {
         expected: ExpectedVersion,
         events: &[tasklog_events::domain::TaskEvent],
     ) -> AppendOutcome {
-        let metadata = Metadata {
-            actor_id: Some(user.id),
-            owner_id: Some(user.id),
-            request_id: None,
-            causation_id: None,
-            reverted_to: None,
-        };
-        let new_events = events
-            .iter()
-            .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
-            .collect();
-        self.store
-            .append(&id.stream_id(), expected, new_events)
-            .await
-            .expect("append")
+        append_to(&self.store, user, id, expected, events).await
     }
 
     /// Projects everything appended so far into Postgres and Redis, and
@@ -431,6 +449,30 @@ impl TestApp {
         }
         panic!("more than 1000 pages");
     }
+}
+
+async fn append_to(
+    store: &PgEventStore,
+    user: &User,
+    id: TaskId,
+    expected: ExpectedVersion,
+    events: &[tasklog_events::domain::TaskEvent],
+) -> AppendOutcome {
+    let metadata = Metadata {
+        actor_id: Some(user.id),
+        owner_id: Some(user.id),
+        request_id: None,
+        causation_id: None,
+        reverted_to: None,
+    };
+    let new_events = events
+        .iter()
+        .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
+        .collect();
+    store
+        .append(&id.stream_id(), expected, new_events)
+        .await
+        .expect("append")
 }
 
 /// Asserts a problem+json answer with this status and returns its body.

@@ -3,16 +3,19 @@
 //! serves every read (lists, detail, history, stats from Postgres and from
 //! Redis, the change feed), keeps serving across a rebuild's new
 //! generation (default privileges), and Postgres refuses that role's writes.
+//! The runtime roles of the same script append and project once the owner
+//! has migrated, and may not change the schema.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection, PgPool};
 use tasklog_events::EventStore;
 use tasklog_events::domain::{TaskPatch, TaskTitle};
+use tasklog_events::store::postgres::PgEventStore;
 use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
 
 use crate::helpers::{NewTask, TestApp, User, spawn_app_as_query_role, user};
@@ -161,4 +164,62 @@ async fn a_rebuilds_new_generation_is_readable_by_the_read_only_role() {
         .await
         .expect("the new generation's table is granted");
     assert_eq!(rows, 3);
+}
+
+#[tokio::test]
+async fn the_runtime_roles_append_and_project_without_ddl_once_the_owner_migrated() {
+    // The harness migrated as the owner; the runtime roles come after.
+    let app = spawn_app_as_query_role().await;
+    let roles = app.role.as_ref().expect("spawned with the roles");
+    let as_command = PgPool::connect(&roles.command_url).await.expect("connects");
+    let as_projector = PgPool::connect(&roles.projector_url)
+        .await
+        .expect("connects");
+
+    // What each service runs at start finds nothing to do, so needs no DDL.
+    let log = PgEventStore::new(as_command.clone());
+    log.migrate().await.expect("the log is migrated already");
+    tasklog_readmodel::migrate(&as_projector)
+        .await
+        .expect("the read model is migrated already");
+
+    let alice = user();
+    let id = app
+        .create_through(&log, &alice, "appended as tasklog_command")
+        .await;
+    let projector_log = PgEventStore::new(as_projector.clone());
+    let reached = tasklog_projector::catch_up(&as_projector, &projector_log, Some(&app.redis))
+        .await
+        .expect("projected as tasklog_projector");
+    app.heard(reached).await;
+    let detail = app.json(&alice, &format!("/v1/tasks/{id}")).await;
+    assert_eq!(detail["title"], "appended as tasklog_command");
+
+    let insufficient = Some("42501".to_owned());
+    let mut command = as_command.acquire().await.expect("a connection");
+    for sql in [
+        "CREATE TABLE eventlog.intruder (a int)",
+        "CREATE TABLE accounts.intruder (a int)",
+        "UPDATE readmodel.checkpoints SET commit_position = 0",
+        "CREATE SCHEMA IF NOT EXISTS eventlog",
+    ] {
+        assert_eq!(
+            refused(&mut command, sql).await,
+            insufficient,
+            "command: {sql}"
+        );
+    }
+    let mut projector = as_projector.acquire().await.expect("a connection");
+    for sql in [
+        "CREATE TABLE readmodel.intruder (a int)",
+        "INSERT INTO eventlog.events (stream_id) VALUES ('task-x')",
+        "DROP VIEW readmodel.tasks",
+        "SELECT readmodel.create_generation(99)",
+    ] {
+        assert_eq!(
+            refused(&mut projector, sql).await,
+            insufficient,
+            "projector: {sql}"
+        );
+    }
 }
