@@ -163,21 +163,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, false, false).await
+    spawn(env, false, false, true).await
 }
 
 /// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
 pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, true, false).await
+    spawn(env, true, false, true).await
 }
 
 /// Connecting as the read-only role of `deploy/postgres/roles.sql`, made
 /// (as an operator would) before the schemas are migrated by the owner.
 pub async fn spawn_app_as_query_role() -> TestApp {
-    spawn(&[], false, true).await
+    spawn(&[], false, true, true).await
 }
 
-async fn spawn(env: &[(&str, &str)], behind_proxy: bool, read_only: bool) -> TestApp {
+/// As the read-only role, on a database whose log nobody has made yet (the
+/// command service has not run): only the read model is migrated.
+pub async fn spawn_app_as_query_role_before_the_log() -> TestApp {
+    spawn(&[], false, true, false).await
+}
+
+async fn spawn(
+    env: &[(&str, &str)],
+    behind_proxy: bool,
+    read_only: bool,
+    migrate_log: bool,
+) -> TestApp {
     LazyLock::force(&TRACING);
     let db = Arc::new(TestDb::new().await.expect("test database"));
     let role = read_only.then(|| QueryRole::create(&db));
@@ -218,7 +229,9 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool, read_only: bool) -> Tes
     })
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
-    store.migrate().await.expect("event log schema");
+    if migrate_log {
+        store.migrate().await.expect("event log schema");
+    }
     tasklog_readmodel::migrate(db.pool())
         .await
         .expect("read model schema");

@@ -18,7 +18,9 @@ use tasklog_events::domain::{TaskPatch, TaskTitle};
 use tasklog_events::store::postgres::PgEventStore;
 use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
 
-use crate::helpers::{NewTask, TestApp, User, spawn_app_as_query_role, user};
+use crate::helpers::{
+    NewTask, TestApp, User, spawn_app_as_query_role, spawn_app_as_query_role_before_the_log, user,
+};
 
 fn titles(page: &Value) -> Vec<&str> {
     page["tasks"]
@@ -222,4 +224,30 @@ async fn the_runtime_roles_append_and_project_without_ddl_once_the_owner_migrate
             "projector: {sql}"
         );
     }
+}
+
+#[tokio::test]
+async fn before_the_log_exists_the_read_only_service_starts_unready_and_answers_503() {
+    let app = spawn_app_as_query_role_before_the_log().await;
+    let ready = app.anonymous("/health/ready").send().await.expect("sent");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let alice = user();
+    let history = app
+        .get(
+            &alice,
+            &format!("/v1/tasks/{}/history", uuid::Uuid::now_v7()),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(history.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(history.headers().contains_key("retry-after"));
+
+    // The writer makes the log; the service is ready without a restart.
+    app.store
+        .migrate()
+        .await
+        .expect("the owner migrates the log");
+    let ready = app.anonymous("/health/ready").send().await.expect("sent");
+    assert_eq!(ready.status(), StatusCode::OK);
 }
