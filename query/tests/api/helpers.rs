@@ -74,6 +74,7 @@ pub struct QueryRole {
     /// The test database as the projector's runtime role.
     pub projector_url: String,
     names: [String; 3],
+    database: String,
 }
 
 impl QueryRole {
@@ -111,6 +112,7 @@ impl QueryRole {
             command_url: url(&names[1]),
             projector_url: url(&names[2]),
             names,
+            database: db.name().to_owned(),
         }
     }
 }
@@ -118,6 +120,7 @@ impl QueryRole {
 impl Drop for QueryRole {
     fn drop(&mut self) {
         let names = self.names.join(", ");
+        let database = self.database.clone();
         let admin: Option<PgConnectOptions> =
             tasklog_platform::testing::admin_database_url().parse().ok();
         // As TestDb's drop: a runtime of its own on a thread of its own.
@@ -131,9 +134,16 @@ impl Drop for QueryRole {
                 return;
             };
             rt.block_on(async move {
+                // Usually the database (and with it the roles' grants) is
+                // gone by now; when a test failed while setting up, it is
+                // not, and the grants there must go first. The names came
+                // from a UUID.
+                if let Ok(mut conn) = admin.clone().database(&database).connect().await {
+                    let _ = sqlx::query(&format!("DROP OWNED BY {names}"))
+                        .execute(&mut conn)
+                        .await;
+                }
                 if let Ok(mut conn) = admin.connect().await {
-                    // The database (and with it the roles' grants) is gone
-                    // by now; the names came from a UUID.
                     let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {names}"))
                         .execute(&mut conn)
                         .await;
