@@ -13,12 +13,17 @@
 # Needs the release binaries:
 #   cargo build --release -p tasklog-command -p tasklog-query -p tasklog-projector -p tasklog-bench
 #
-#   bench/scaleout.sh            (DURATION=20s, OUT=bench-results/scaleout)
+#   bench/scaleout.sh            (DURATION=20s, OUT=bench-results/scaleout,
+#                                 ONLY=create,list,ryw; RATE for ryw without create)
+# The services inherit the environment: LIST_CACHE_MB=0 measures lists
+# without the query service's page cache (every page read from Postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/local/lib.sh
 
 DURATION=${DURATION:-20s}
+ONLY=${ONLY:-create,list,ryw}
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 OUT=${OUT:-bench-results/scaleout}
 BIN=target/release
 mkdir -p "$OUT"
@@ -80,6 +85,7 @@ load() { # name, base, then load arguments
 }
 rate_of() { python3 -c "import json; print(round(json.load(open('$OUT/$1.json'))['total']['throughput_per_s']))"; }
 
+if wants create; then
 say "1. creates/s: read model on the shared server (A) against on a second server (B)"
 for round in 1 2; do
     for side in A B; do
@@ -92,7 +98,9 @@ for round in 1 2; do
         stop_all
     done
 done
+fi
 
+if wants list || wants ryw; then
 say "2. list pages/s and CPU per page: the read model's primary (P) against its streaming replica (R)"
 fresh_db "$SECOND"
 fresh_db "$PRIMARY"
@@ -111,6 +119,7 @@ REPLICA_QUERY=$!
 pids+=($!)
 wait_up http://127.0.0.1:9192/health/ready
 for round in 1 2; do
+    wants list || break
     for side in P R; do
         if [ "$side" = P ]; then port=9182 pid=$PRIMARY_QUERY; else port=9192 pid=$REPLICA_QUERY; fi
         before=$(cpu_of "$pid") all_before=$(cpu_all)
@@ -130,8 +139,13 @@ PY
     done
 done
 
-max=$(( ( $(rate_of create-A1) + $(rate_of create-A2) ) / 2 ))
-rate=$(( max / 2 > 0 ? max / 2 : 1 ))
+wants ryw || exit 0
+if [ -n "${RATE:-}" ]; then
+    rate=$RATE max=$((RATE * 2))
+else
+    max=$(( ( $(rate_of create-A1) + $(rate_of create-A2) ) / 2 ))
+    rate=$(( max / 2 > 0 ? max / 2 : 1 ))
+fi
 say "3. read-your-writes through the replica at $rate creates/s (half of $max)"
 load ryw-replica 91 lag --users 32 --tasks-per-user 0 --rate "$rate" --duration "$DURATION" \
     --lag-probe min-position --query-url http://127.0.0.1:9192
@@ -146,3 +160,4 @@ print(f"read-your-writes via {sys.argv[2]} at {sys.argv[3]}/s: p50 {lag['p50']} 
       f"max {lag['max']} ms, unresolved {r['lag']['unresolved']}, errors {r['total']['errors']}")
 PY
 done
+fi

@@ -317,7 +317,10 @@ async fn concurrent_appends_share_transactions_but_each_gets_its_own_position() 
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let in_log: HashSet<_> = log.iter().map(|e| e.position).collect();
-    assert!(acked.is_subset(&in_log), "acknowledged positions missing from the log");
+    assert!(
+        acked.is_subset(&in_log),
+        "acknowledged positions missing from the log"
+    );
     assert!(log.windows(2).all(|w| w[0].position < w[1].position));
 }
 

@@ -3,12 +3,12 @@
 //! it with a one-line reason. In the library so that the system tests can
 //! build the same binary.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::rebuild::{Progress, RebuildOptions, rebuild};
+use crate::progress::Reporter;
+use crate::rebuild::{RebuildOptions, rebuild};
 use crate::{Application, Settings, migrate, status, verify};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry = if quiet {
         let format = env.get("LOG_FORMAT").unwrap_or("pretty");
         telemetry::init(
-            &Env::from_pairs([("RUST_LOG", "warn"), ("LOG_FORMAT", format)]),
+            &Env::from_pairs([("RUST_LOG", ONE_SHOT_LOG_FILTER), ("LOG_FORMAT", format)]),
             SERVICE_NAME,
         )?
     } else {
@@ -117,6 +117,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 const SERVICE_NAME: &str = "tasklog-projector";
+
+/// The log filter of a one-shot command when `RUST_LOG` says nothing:
+/// Tasklog's own warnings, and of the libraries only errors, so that
+/// sqlx's "slow statement" warnings (a rebuild's COPY and index builds are
+/// slow on purpose) stay out of the progress lines and the answer.
+pub const ONE_SHOT_LOG_FILTER: &str = "error,tasklog_projector=warn,tasklog_events=warn,\
+     tasklog_readmodel=warn,tasklog_platform=warn";
 
 async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
     if let Command::CopyLog {
@@ -153,7 +160,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
         } => {
             let (db, store, redis) = connect(&settings).await?;
             let total_hint = store.approximate_len().await.ok().flatten();
-            let mut progress = Terminal::new("rebuild");
+            let mut progress = Reporter::stderr("rebuild");
             let report = rebuild(
                 &db,
                 store,
@@ -207,8 +214,15 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { skip_redis } => {
             let (db, store, redis) = connect(&settings).await?;
-            let report =
-                verify::verify(&db, store.as_ref(), (!skip_redis).then_some(&redis)).await?;
+            let mut progress = Reporter::stderr("verify");
+            let report = verify::verify_with_progress(
+                &db,
+                store.as_ref(),
+                (!skip_redis).then_some(&redis),
+                &mut progress,
+            )
+            .await?;
+            progress.finish();
             for d in report.differences.iter().take(1000) {
                 println!("{d}");
             }
@@ -300,21 +314,21 @@ async fn copy(
         source = Arc::new(SealedStore::new(source, keys.clone()));
         target = Arc::new(SealedStore::new(target, keys).shredding_orphans());
     }
-    let mut progress = Terminal::new("copy-log");
-    let total = source.head().await.ok().flatten();
+    let mut progress = Reporter::stderr("copy-log");
+    let total = source.approximate_len().await.ok().flatten();
+    progress.phase("copying");
     let done = copy_log(
         source.as_ref(),
         target.as_ref(),
         after,
         |p: &CopyProgress| {
-            progress.line(&format!(
-                "{} copied, {} already there, at {} of {}",
-                p.copied,
+            progress.note(format!(
+                "{} already there, at {}",
                 p.already_there,
                 p.position
                     .map_or_else(|| "(start)".to_owned(), |p| p.to_string()),
-                total.map_or_else(|| "(empty)".to_owned(), |p| p.to_string()),
             ));
+            progress.advance(p.copied + p.already_there, total, "events");
         },
     )
     .await;
@@ -336,90 +350,50 @@ async fn copy(
     }
 }
 
-/// Progress on stderr: one line redrawn in place on a terminal; otherwise a
-/// plain line every ten seconds, so logs are not flooded.
-struct Terminal {
-    what: &'static str,
-    tty: bool,
-    started: Instant,
-    last: Option<Instant>,
-    phase: String,
-    drawn: bool,
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
 
-impl Terminal {
-    fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            tty: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            last: None,
-            phase: String::new(),
-            drawn: false,
-        }
-    }
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-    fn due(&mut self) -> bool {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(10)
-        };
-        let due = self.last.is_none_or(|t| t.elapsed() >= every);
-        if due {
-            self.last = Some(Instant::now());
-        }
-        due
-    }
+    use super::ONE_SHOT_LOG_FILTER;
 
-    fn line(&mut self, text: &str) {
-        if !self.due() {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{}: {text}", self.what);
-            self.drawn = true;
-        } else {
-            let _ = writeln!(err, "{}: {text}", self.what);
-        }
-        let _ = err.flush();
-    }
+    /// The targets of the events that get through.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
 
-    fn finish(&mut self) {
-        if self.tty && self.drawn {
-            let _ = writeln!(std::io::stderr());
-        }
-        self.drawn = false;
-    }
-}
-
-impl Progress for Terminal {
-    fn phase(&mut self, phase: &str) {
-        self.finish();
-        self.phase = phase.to_owned();
-        self.last = None;
-        let elapsed = self.started.elapsed().as_secs_f64();
-        eprintln!("{}: {phase} ({elapsed:.1} s)", self.what);
-    }
-
-    fn replayed(&mut self, done: u64, total: Option<u64>) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        #[allow(clippy::cast_precision_loss)]
-        let rate = done as f64 / secs;
-        let rest = match total {
-            Some(total) if total > done && rate > 0.0 => {
-                #[allow(clippy::cast_precision_loss)]
-                let left = (total - done) as f64 / rate;
-                format!(" of ~{total}, ~{left:.0} s left")
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(event.metadata().target().to_owned());
             }
-            Some(total) => format!(" of ~{total}"),
-            None => String::new(),
-        };
-        self.line(&format!("{done} events{rest}, {rate:.0} events/s"));
+        }
     }
 
-    fn loaded(&mut self, rows: u64, total: u64) {
-        self.line(&format!("{rows} of {total} rows loaded"));
+    #[test]
+    fn a_one_shot_command_shows_its_own_warnings_and_only_errors_of_libraries() {
+        let seen = Seen::default();
+        let subscriber = Registry::default()
+            .with(EnvFilter::new(ONE_SHOT_LOG_FILTER))
+            .with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "sqlx::query", "slow statement: execution time exceeded alert threshold");
+            tracing::info!(target: "sqlx::query", "summary");
+            tracing::warn!(target: "hyper::proto", "a library warning");
+            tracing::error!(target: "sqlx::pool", "a library error");
+            tracing::warn!(target: "tasklog_projector::rebuild", "ours");
+            tracing::info!(target: "tasklog_projector::rebuild", "our chatter");
+            tracing::warn!(target: "tasklog_events::store", "the log's");
+        });
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "sqlx::pool",
+                "tasklog_projector::rebuild",
+                "tasklog_events::store"
+            ]
+        );
     }
 }

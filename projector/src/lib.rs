@@ -12,6 +12,7 @@ pub mod fold;
 pub mod lag;
 pub mod lease;
 pub mod owners;
+pub mod progress;
 pub mod projection;
 pub mod rebuild;
 pub mod rows;

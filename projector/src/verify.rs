@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::counts::{CountsProjection, PartitionSnapshot};
 use crate::error::ProjectorError;
 use crate::fold::{Counts, TaskRow, counts_of, decode_owned, erase_rows, fold_rows};
+use crate::rebuild::{Progress, Quiet};
 use tasklog_readmodel::checkpoint::read_checkpoint;
 use tasklog_readmodel::counts::partition_of;
 use tasklog_readmodel::generation;
@@ -72,10 +73,27 @@ pub async fn verify(
     store: &dyn EventStore,
     redis: Option<&RedisHandle>,
 ) -> Result<VerifyReport, ProjectorError> {
+    verify_with_progress(db, store, redis, &mut Quiet).await
+}
+
+/// `verify`, telling `progress` its phases and how far the replay is.
+///
+/// # Errors
+/// As `verify`.
+pub async fn verify_with_progress(
+    db: &PgPool,
+    store: &dyn EventStore,
+    redis: Option<&RedisHandle>,
+    progress: &mut dyn Progress,
+) -> Result<VerifyReport, ProjectorError> {
     migrate(db).await?;
+    progress.phase("reading the read model");
     let (tasks_at, stored_rows) = snapshot_rows(db).await?;
     let counts_snapshot = match redis {
-        Some(redis) => Some(CountsProjection::new(redis.clone()).snapshot().await?),
+        Some(redis) => {
+            progress.phase("reading the counts");
+            Some(CountsProjection::new(redis.clone()).snapshot().await?)
+        }
         None => None,
     };
     let mut report = VerifyReport {
@@ -113,8 +131,14 @@ pub async fn verify(
     let keys = redis.map(|r| CountsProjection::new(r.clone()).keys().clone());
     let mut map: HashMap<TaskId, TaskRow> = HashMap::new();
     let mut position: Option<Position> = None;
+    progress.phase("replaying the log and comparing");
+    let mut replayed = Replayed {
+        progress,
+        done: 0,
+        total: store.approximate_len().await.ok().flatten(),
+    };
     for (target, what) in targets {
-        let reached = fold_to(store, &mut map, &mut position, target).await?;
+        let reached = fold_to(store, &mut map, &mut position, target, &mut replayed).await?;
         if reached < target {
             let which = match what {
                 Target::Tasks => "read model".to_owned(),
@@ -192,11 +216,19 @@ async fn snapshot_rows(db: &PgPool) -> Result<(Option<Position>, Vec<StoredRow>)
 }
 
 /// Folds the log from `position` up to and including `target`.
+/// How far the replay is, across every checkpoint it stops at.
+struct Replayed<'a> {
+    progress: &'a mut dyn Progress,
+    done: u64,
+    total: Option<u64>,
+}
+
 async fn fold_to(
     store: &dyn EventStore,
     map: &mut HashMap<TaskId, TaskRow>,
     position: &mut Option<Position>,
     target: Option<Position>,
+    replayed: &mut Replayed<'_>,
 ) -> Result<Option<Position>, ProjectorError> {
     let head = store.head().await?;
     while *position < target && *position < head {
@@ -211,9 +243,11 @@ async fn fold_to(
         if let Some(last) = page.last() {
             *position = Some(last.position);
         }
+        replayed.done += page.len() as u64;
         let decoded = decode_owned(page);
         fold_rows(map, &decoded.events);
         erase_rows(map, &decoded.erased);
+        replayed.progress.replayed(replayed.done, replayed.total);
         if stop {
             break;
         }

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
-use tasklog_events::store::{OpenError, open_when_ready};
+use tasklog_events::store::{OpenError, open_existing};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database;
 use tasklog_platform::hardening::ProductionLayers;
@@ -56,10 +56,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds first (a taken port fails at once), then opens the log (waiting
-    /// for Postgres when the log lives there) and starts listening for the
-    /// projector's progress. The read model may appear later: until then
-    /// readiness says so and reads answer 503.
+    /// Binds first (a taken port fails at once), then opens the log and
+    /// starts listening for the projector's progress. Neither the log nor
+    /// the read model is created here, and either may appear later: until
+    /// then readiness says so and reads answer 503.
     ///
     /// # Errors
     /// When the address cannot be bound or a dependency is misconfigured.
@@ -82,14 +82,15 @@ impl Application {
             &settings.readmodel,
             "tasklog-query",
         )?;
-        let store = open_when_ready(
+        // Never migrates: the service may connect with a read-only role
+        // (deploy/postgres/roles.sql); the command service makes the log.
+        let store = open_existing(
             settings
                 .event_store_url
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
             log_db.clone(),
-        )
-        .await?;
+        )?;
         // The data keys live with the accounts, on the log's server.
         let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
         let redis = RedisHandle::new(&settings.redis)?;

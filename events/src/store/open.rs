@@ -111,6 +111,24 @@ pub async fn open_when_ready(
     }
 }
 
+/// Opens the configured log without creating or upgrading its schema: for
+/// a reader that connects with a read-only role (the query service), which
+/// may not run DDL (`CREATE SCHEMA IF NOT EXISTS` alone needs the
+/// database's CREATE privilege). The writers migrate the log; until they
+/// have, reads fail and report it.
+///
+/// # Errors
+/// For an unusable `EVENT_STORE_URL` or a build without the adapter it names.
+pub fn open_existing(
+    event_store_url: Option<&str>,
+    pool: PgPool,
+) -> Result<Arc<dyn EventStore>, OpenError> {
+    match backend_for(event_store_url)? {
+        Backend::Postgres => Ok(Arc::new(PgEventStore::new(pool))),
+        Backend::EventStoreDb(url) => open_esdb(&url),
+    }
+}
+
 #[cfg(feature = "eventstoredb")]
 fn open_esdb(url: &str) -> Result<Arc<dyn EventStore>, OpenError> {
     Ok(Arc::new(super::eventstoredb::EsdbEventStore::connect(url)?))

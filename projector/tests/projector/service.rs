@@ -320,6 +320,11 @@ async fn the_verify_command_exits_non_zero_on_a_difference_and_zero_when_clean()
         "{}",
         String::from_utf8_lossy(&clean.stdout)
     );
+    let progress = String::from_utf8_lossy(&clean.stderr);
+    assert!(
+        progress.contains("verify: replaying the log and comparing: "),
+        "{progress}"
+    );
     assert!(String::from_utf8_lossy(&clean.stdout).contains("verify: 0 differences"));
 
     sqlx::query("UPDATE readmodel.tasks SET status = 'done' WHERE id = $1 AND status <> 'done'")
@@ -338,6 +343,21 @@ async fn the_verify_command_exits_non_zero_on_a_difference_and_zero_when_clean()
         rebuilt.status.success(),
         "{}",
         String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    // Not a terminal: plain lines, a phase line and a count line per phase
+    // with work to count, no bar's control characters.
+    let progress = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(
+        progress.contains("rebuild: replaying the log (")
+            && progress.contains("rebuild: replaying the log: ")
+            && progress.contains(" events, ")
+            && progress.contains("rebuild: loading rows (COPY): ")
+            && progress.contains("rebuild: done ("),
+        "{progress}"
+    );
+    assert!(
+        !progress.contains('\r') && !progress.contains('\x1b'),
+        "{progress:?}"
     );
     assert!(binary(&w, &["verify"]).status.success());
     let status = binary(&w, &["status"]);
@@ -371,6 +391,12 @@ async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rer
         String::from_utf8_lossy(&again.stderr)
     );
     assert!(String::from_utf8_lossy(&again.stdout).contains(" 0 events copied"));
+    // The position to resume from is in the progress lines.
+    let progress = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        progress.contains("copy-log: copying: ") && progress.contains("already there, at "),
+        "{progress}"
+    );
 
     let copied = tasklog_events::store::postgres::PgEventStore::new(target.pool().clone());
     let key = |e: &tasklog_events::RecordedEvent| {

@@ -58,6 +58,100 @@ pub struct TestApp {
     _server: JoinHandle<std::io::Result<()>>,
     /// Between the service and Postgres, when spawned behind one.
     pub proxy: Option<TcpProxy>,
+    /// The read-only role the service connects as, when spawned as one.
+    /// Declared after `db`: the database goes first, then the role.
+    pub role: Option<QueryRole>,
+}
+
+/// The roles `deploy/postgres/roles.sql` makes, for one test's database
+/// (roles are the whole server's, so each test names its own), dropped
+/// with the value.
+pub struct QueryRole {
+    /// The test database as the query role.
+    pub url: String,
+    /// The test database as the command service's runtime role.
+    pub command_url: String,
+    /// The test database as the projector's runtime role.
+    pub projector_url: String,
+    names: [String; 3],
+    database: String,
+}
+
+impl QueryRole {
+    /// Runs the operator's script as it is documented, with psql.
+    fn create(db: &TestDb) -> Self {
+        let names = ["q", "c", "p"].map(|r| format!("{}_{r}", db.name()));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/roles.sql");
+        let options: PgConnectOptions = db.url().parse().expect("test database url");
+        // In libpq's variables: psql refuses sqlx's extra URL parameters.
+        let out = std::process::Command::new("psql")
+            .env("PGHOST", options.get_host())
+            .env("PGPORT", options.get_port().to_string())
+            .env("PGUSER", options.get_username())
+            .env("PGDATABASE", db.name())
+            .args(["-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", &format!("query_role={}", names[0])])
+            .args(["-v", &format!("command_role={}", names[1])])
+            .args(["-v", &format!("projector_role={}", names[2])])
+            .args(["-f", script])
+            .env_remove("TASKLOG_QUERY_PASSWORD")
+            .env_remove("TASKLOG_COMMAND_PASSWORD")
+            .env_remove("TASKLOG_PROJECTOR_PASSWORD")
+            .env_remove("TASKLOG_OWNER_PASSWORD")
+            .env_remove("TASKLOG_OWNER")
+            .output()
+            .expect("psql runs (the PostgreSQL client is installed with the server)");
+        assert!(
+            out.status.success(),
+            "roles.sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = |name: &str| options.clone().username(name).to_url_lossy().to_string();
+        Self {
+            url: url(&names[0]),
+            command_url: url(&names[1]),
+            projector_url: url(&names[2]),
+            names,
+            database: db.name().to_owned(),
+        }
+    }
+}
+
+impl Drop for QueryRole {
+    fn drop(&mut self) {
+        let names = self.names.join(", ");
+        let database = self.database.clone();
+        let admin: Option<PgConnectOptions> =
+            tasklog_platform::testing::admin_database_url().parse().ok();
+        // As TestDb's drop: a runtime of its own on a thread of its own.
+        let done = std::thread::spawn(move || {
+            let (Some(admin), Ok(rt)) = (
+                admin,
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+            ) else {
+                return;
+            };
+            rt.block_on(async move {
+                // Usually the database (and with it the roles' grants) is
+                // gone by now; when a test failed while setting up, it is
+                // not, and the grants there must go first. The names came
+                // from a UUID.
+                if let Ok(mut conn) = admin.clone().database(&database).connect().await {
+                    let _ = sqlx::query(&format!("DROP OWNED BY {names}"))
+                        .execute(&mut conn)
+                        .await;
+                }
+                if let Ok(mut conn) = admin.connect().await {
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {names}"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = done.join();
+    }
 }
 
 impl Drop for TestApp {
@@ -79,17 +173,35 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, false).await
+    spawn(env, false, false, true).await
 }
 
 /// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
 pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, true).await
+    spawn(env, true, false, true).await
 }
 
-async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
+/// Connecting as the read-only role of `deploy/postgres/roles.sql`, made
+/// (as an operator would) before the schemas are migrated by the owner.
+pub async fn spawn_app_as_query_role() -> TestApp {
+    spawn(&[], false, true, true).await
+}
+
+/// As the read-only role, on a database whose log nobody has made yet (the
+/// command service has not run): only the read model is migrated.
+pub async fn spawn_app_as_query_role_before_the_log() -> TestApp {
+    spawn(&[], false, true, false).await
+}
+
+async fn spawn(
+    env: &[(&str, &str)],
+    behind_proxy: bool,
+    read_only: bool,
+    migrate_log: bool,
+) -> TestApp {
     LazyLock::force(&TRACING);
     let db = Arc::new(TestDb::new().await.expect("test database"));
+    let role = read_only.then(|| QueryRole::create(&db));
     let prefix = redis_prefix();
     let redis_url = redis_url();
     let options: PgConnectOptions = db.url().parse().expect("test database url");
@@ -99,9 +211,10 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     } else {
         None
     };
-    let database_url = match &proxy {
-        Some(p) => options.port(p.port()).to_url_lossy().to_string(),
-        None => db.url().to_owned(),
+    let database_url = match (&proxy, &role) {
+        (Some(p), _) => options.port(p.port()).to_url_lossy().to_string(),
+        (None, Some(role)) => role.url.clone(),
+        (None, None) => db.url().to_owned(),
     };
     let mut pairs = vec![
         ("DATABASE_URL", database_url.as_str()),
@@ -126,11 +239,21 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
     })
     .expect("redis handle");
     let store = PgEventStore::new(db.pool().clone());
-    store.migrate().await.expect("event log schema");
+    if migrate_log {
+        store.migrate().await.expect("event log schema");
+    }
     tasklog_readmodel::migrate(db.pool())
         .await
         .expect("read model schema");
-    let app = Application::build(settings).await.expect("the app builds");
+    // Bounded: a service that waited for a migration it may not run would
+    // otherwise hang the test instead of failing it.
+    let app = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        Application::build(settings),
+    )
+    .await
+    .expect("the app builds in time")
+    .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -143,6 +266,7 @@ async fn spawn(env: &[(&str, &str)], behind_proxy: bool) -> TestApp {
         shutdown,
         _server: server,
         proxy,
+        role,
     }
 }
 
@@ -262,6 +386,25 @@ impl TestApp {
         self.append(user, TaskId(id), expected, &events).await
     }
 
+    /// Appends a `TaskCreated` through `store` (e.g. one opened as another role).
+    pub async fn create_through(&self, store: &PgEventStore, user: &User, title: &str) -> Uuid {
+        let id = TaskId(Uuid::now_v7());
+        let command = TaskCommand::Create(CreateTask {
+            task_id: id,
+            owner: UserId(user.id),
+            title: TaskTitle::parse(title).expect("title"),
+            description: TaskDescription::parse("").expect("description"),
+            status: Status::Todo,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: Tags::parse::<&str>(&[]).expect("tags"),
+            at: Utc::now(),
+        });
+        let events = decide(&tasklog_events::domain::TaskState::Absent, command).expect("create");
+        append_to(store, user, id, ExpectedVersion::NoStream, &events).await;
+        id.0
+    }
+
     async fn append(
         &self,
         user: &User,
@@ -269,21 +412,7 @@ impl TestApp {
         expected: ExpectedVersion,
         events: &[tasklog_events::domain::TaskEvent],
     ) -> AppendOutcome {
-        let metadata = Metadata {
-            actor_id: Some(user.id),
-            owner_id: Some(user.id),
-            request_id: None,
-            causation_id: None,
-            reverted_to: None,
-        };
-        let new_events = events
-            .iter()
-            .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
-            .collect();
-        self.store
-            .append(&id.stream_id(), expected, new_events)
-            .await
-            .expect("append")
+        append_to(&self.store, user, id, expected, events).await
     }
 
     /// Projects everything appended so far into Postgres and Redis, and
@@ -364,6 +493,30 @@ impl TestApp {
         }
         panic!("more than 1000 pages");
     }
+}
+
+async fn append_to(
+    store: &PgEventStore,
+    user: &User,
+    id: TaskId,
+    expected: ExpectedVersion,
+    events: &[tasklog_events::domain::TaskEvent],
+) -> AppendOutcome {
+    let metadata = Metadata {
+        actor_id: Some(user.id),
+        owner_id: Some(user.id),
+        request_id: None,
+        causation_id: None,
+        reverted_to: None,
+    };
+    let new_events = events
+        .iter()
+        .map(|e| to_new_event(e, Uuid::now_v7(), metadata.clone()))
+        .collect();
+    store
+        .append(&id.stream_id(), expected, new_events)
+        .await
+        .expect("append")
 }
 
 /// Asserts a problem+json answer with this status and returns its body.

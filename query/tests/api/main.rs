@@ -12,6 +12,7 @@ mod explain;
 mod helpers;
 mod listing;
 mod outage;
+mod read_only;
 mod service;
 mod stats;
 mod stream;

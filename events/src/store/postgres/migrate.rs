@@ -50,6 +50,9 @@ pub async fn migrate_schema(
         schema: schema.to_owned(),
         source,
     };
+    if already_applied(pool, schema, migrator).await {
+        return Ok(());
+    }
     // A connection of its own: the search_path set below must not leak into the pool.
     let mut conn = pool
         .connect_options()
@@ -82,4 +85,29 @@ pub async fn migrate_schema(
     // Closing the session releases the advisory lock even if unlocking fails.
     let _ = conn.close().await;
     result
+}
+
+/// Whether every migration of `migrator` is recorded in the schema, applied
+/// and unchanged: then there is nothing to do, and a role without DDL (a
+/// runtime role of `deploy/postgres/roles.sql`, once the owner migrated)
+/// may start. Anything else, an unreadable table included, says no and
+/// leaves the decision to the full path.
+async fn already_applied(pool: &PgPool, schema: &str, migrator: &Migrator) -> bool {
+    // The name was checked by the caller to be a plain identifier.
+    let applied: Result<Vec<(i64, Vec<u8>)>, _> = sqlx::query_as(&format!(
+        "SELECT version, checksum FROM {schema}._sqlx_migrations WHERE success"
+    ))
+    .fetch_all(pool)
+    .await;
+    let Ok(applied) = applied else {
+        return false;
+    };
+    migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| {
+            applied
+                .iter()
+                .any(|(version, checksum)| *version == m.version && *checksum == *m.checksum)
+        })
 }

@@ -219,12 +219,20 @@ impl EventStore for PgEventStore {
             .transpose()
     }
 
+    /// Reachable, and the log's table is there: a reader that does not
+    /// migrate (the query service) is not ready before a writer has.
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('eventlog.events') IS NOT NULL")
+            .fetch_one(&self.pool)
             .await
-            .map(|_| ())
-            .map_err(StoreError::unavailable)
+            .map_err(StoreError::unavailable)?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "eventlog.events does not exist yet (has the command service run?)".into(),
+            ))
+        }
     }
 
     /// An index-only count in the log's own order (`commit >> 16` is the
