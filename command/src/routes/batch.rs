@@ -2,7 +2,7 @@
 //! answered in order with its own status and `Ack` or problem.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::headers::{MaybeIdempotencyKey, parse_if_match};
 use super::object::JsonObject;
 use super::task_bodies::{NewTaskRequest, TaskPatchRequest};
-use super::tasks::{REPLAYED, context};
+use super::tasks::{context, mark_replayed};
 use crate::state::AppState;
 use crate::tasks::{self, Ack, BatchCommand, Change, Done, MAX_COMMANDS, Precondition};
 
@@ -234,10 +234,6 @@ pub(crate) async fn batch(
     };
     let (response, replayed) = tasks::idempotent(&app.db, ctx, &hash, run).await?;
     let mut response = (StatusCode::OK, Json(response)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
-    }
+    mark_replayed(&mut response, replayed);
     Ok(response)
 }

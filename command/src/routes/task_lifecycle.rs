@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::headers::{IfMatch, MaybeIdempotencyKey, TaskPath};
 use super::object::JsonObject;
-use super::tasks::{REPLAYED, ack_response, context};
+use super::tasks::{ack_response, context, mark_replayed};
 use crate::state::AppState;
 use crate::tasks::{self, Ack, Change};
 
@@ -47,11 +47,7 @@ pub(crate) async fn restore(
     let restored =
         tasks::restore_task(app.store.as_ref(), &app.db, id, &precondition, &ctx).await?;
     let mut response = ack_response(StatusCode::OK, restored.ack);
-    if restored.replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
-    }
+    mark_replayed(&mut response, restored.replayed);
     Ok(response)
 }
 

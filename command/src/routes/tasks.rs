@@ -24,7 +24,17 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Marks a response replayed for a repeated `Idempotency-Key`.
-pub(super) static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Says `Idempotent-Replayed: true` when `replayed`: the answer is the first
+/// one, given again for a repeated `Idempotency-Key`.
+pub(super) fn mark_replayed(response: &mut Response, replayed: bool) {
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
+    }
+}
 
 /// `"<version>"`: digits in quotes, always a valid header value.
 fn etag(version: u64) -> HeaderValue {
@@ -73,11 +83,7 @@ pub(crate) async fn create(
     let location = HeaderValue::from_str(&format!("/v1/tasks/{}", created.ack.id))
         .map_err(ApiError::internal)?;
     response.headers_mut().insert(header::LOCATION, location);
-    if created.replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
-    }
+    mark_replayed(&mut response, created.replayed);
     Ok(response)
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tasklog_systest::{Api, Session, System};
 use uuid::Uuid;
 
-use crate::start;
+use crate::{start, verify_passes};
 
 /// Registers a user whose name and email carry `marker`.
 async fn register(api: &Api, marker: &str) -> (Session, String, String) {
@@ -114,19 +114,6 @@ async fn redis_until(system: &System, done: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("Redis never got there:\n{text}");
-}
-
-async fn verify_passes(system: &System) {
-    let mut last = String::new();
-    for _ in 0..40 {
-        let (ok, output) = system.projector_cli(&["verify"]).await.unwrap();
-        if ok {
-            return;
-        }
-        last = output;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("projector verify keeps failing:\n{last}");
 }
 
 #[tokio::test]

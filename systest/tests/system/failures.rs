@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tasklog_systest::{Api, Session, System};
 
-use crate::{binaries, start};
+use crate::{binaries, start, verify_passes};
 
 struct Outcome {
     status: Option<StatusCode>,
@@ -91,20 +91,6 @@ async fn wait_projected(api: &Api, me: &Session, position: u64) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("the projection never reached {position}");
-}
-
-async fn verify_passes(system: &System) {
-    let mut last = String::new();
-    // The Redis counts may still be catching up a moment after the tables.
-    for _ in 0..40 {
-        let (ok, output) = system.projector_cli(&["verify"]).await.unwrap();
-        if ok {
-            return;
-        }
-        last = output;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("projector verify keeps failing:\n{last}");
 }
 
 #[tokio::test]
