@@ -33,7 +33,9 @@ done
 # too: found here unless POSTGRES_PID / REDIS_PID say otherwise.
 POSTGRES_PID=${POSTGRES_PID:-$(head -n 1 "$(psql -h "${PGHOST:-127.0.0.1}" -U postgres -Atqc 'show data_directory' 2>/dev/null)/postmaster.pid" 2>/dev/null || true)}
 REDIS_PID=${REDIS_PID:-$(redis-cli info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')}
-[ -n "$POSTGRES_PID" ] && rss+=(--cpu "postgres=$POSTGRES_PID")
+# Only the backends of the services' database (CPU_DATABASE): the server may
+# be serving other work too.
+[ -n "$POSTGRES_PID" ] && rss+=(--cpu "postgres=$POSTGRES_PID" --cpu-database "${CPU_DATABASE:-tasklog_bench}")
 [ -n "$REDIS_PID" ] && rss+=(--cpu "redis=$REDIS_PID")
 load() { # name, then load arguments
     local name=$1; shift

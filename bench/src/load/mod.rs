@@ -97,7 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .then(|| tokio::spawn(observe(api.clone(), lag.clone(), progress.clone())));
 
     eprintln!("running {:?} for {:?}", args.scenario, args.duration);
-    let cpu_before = cpu::sample(&args.cpu);
+    let cpu_before = cpu::sample(&args.cpu, args.cpu_database.as_deref());
     let started = Instant::now();
     let deadline = started + args.duration;
     let ticket = Arc::new(AtomicU64::new(0));
@@ -118,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.merge(&h.await.context("a worker panicked")?);
     }
     let elapsed = started.elapsed();
-    let cpu_after = cpu::sample(&args.cpu);
+    let cpu_after = cpu::sample(&args.cpu, args.cpu_database.as_deref());
 
     let mut lag_report = None;
     if args.scenario == Scenario::Lag {

@@ -98,6 +98,10 @@ pub struct Args {
     /// (Postgres's postmaster pid covers its backends).
     #[arg(long = "cpu", value_parser = name_pid)]
     pub cpu: Vec<(String, u32)>,
+    /// With `--cpu` on a Postgres postmaster: count only the backends of this
+    /// database (and the server's own workers), not other work on the server.
+    #[arg(long)]
+    pub cpu_database: Option<String>,
     /// Registrations in flight at once (each is an Argon2 hash on the server).
     #[arg(long, default_value_t = 2)]
     pub register_concurrency: usize,
