@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
+use tasklog_events::store::shared::SharedTail;
 use tasklog_events::store::{OpenError, open_when_ready};
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
@@ -129,18 +130,21 @@ impl Application {
     /// When the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let mut tasks = JoinSet::new();
+        // The projections tail the log together: each batch is read (and
+        // opened) once for all of them, not once per projection.
+        let log: Arc<dyn EventStore> = Arc::new(SharedTail::new(self.store.clone()));
         let tasks_projection = Arc::new(TasksProjection::new(self.db.clone()));
         let counts_projection = Arc::new(CountsProjection::new(self.redis.clone()));
         tasks.spawn(run(
             tasks_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(run(
             counts_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
@@ -148,7 +152,7 @@ impl Application {
         let changes_projection = Arc::new(ChangesProjection::new(self.db.clone()));
         tasks.spawn(run(
             changes_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
