@@ -1,6 +1,9 @@
 //! Test support: every test gets its own database (and Redis key prefix), so
-//! tests run in parallel against the real servers and leave nothing behind.
+//! tests run in parallel against the real servers and leave nothing behind;
+//! and the assertions every service's HTTP tests make alike.
 
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
@@ -162,6 +165,27 @@ pub async fn delete_cluster_prefix(urls: &[String], prefix: &str) -> anyhow::Res
             .await?;
     }
     Ok(())
+}
+
+/// Asserts a problem+json answer with this status and returns its body.
+///
+/// # Panics
+/// When the answer is anything else: it is an assertion.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(e) => panic!("problem body: {e}"),
+    };
+    assert_eq!(body["status"], status.as_u16());
+    body
 }
 
 pub use proxy::TcpProxy;

@@ -10,6 +10,7 @@ use sqlx::{ConnectOptions, PgPool};
 use tasklog_command::{Application, Settings};
 use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::postgres::PgEventStore;
+use tasklog_events::store::postgres::testing::count_of_type;
 use tasklog_events::{EventStore, RecordedEvent};
 use tasklog_platform::config::Env;
 use tasklog_platform::data_key::DEV_KEY;
@@ -17,6 +18,8 @@ use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+pub use tasklog_platform::testing::problem;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
@@ -137,6 +140,20 @@ impl TestApp {
         PgEventStore::new(self.db.pool().clone())
     }
 
+    /// How many events the log holds, counted by the store (the Postgres
+    /// adapter counts its table): `read_all` stops below the oldest
+    /// transaction of the whole server, which other tests running in
+    /// parallel hold back.
+    pub async fn events_in_log(&self) -> i64 {
+        let (n, _) = self.raw_store().count_after(None, 1_000_000).await.unwrap();
+        i64::try_from(n).unwrap()
+    }
+
+    /// How many events of `event_type` the log holds.
+    pub async fn events_of_type(&self, event_type: &str) -> i64 {
+        count_of_type(self.pool(), event_type).await.unwrap()
+    }
+
     pub async fn stream(&self, task_id: &str) -> Vec<RecordedEvent> {
         self.store()
             .read_stream(&format!("task-{task_id}"), 0, None)
@@ -204,21 +221,6 @@ impl TestApp {
             .await
             .expect("request sent")
     }
-}
-
-/// Asserts a problem+json answer with this status and returns its body.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    body
 }
 
 /// The fields a 4xx problem names.

@@ -6,7 +6,7 @@
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -25,6 +25,8 @@ use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+pub use tasklog_platform::testing::problem;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
@@ -517,21 +519,6 @@ async fn append_to(
         .append(&id.stream_id(), expected, new_events)
         .await
         .expect("append")
-}
-
-/// Asserts a problem+json answer with this status and returns its body.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    body
 }
 
 /// The field a 400 names.
