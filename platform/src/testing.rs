@@ -2,6 +2,8 @@
 //! tests run in parallel against the real servers and leave nothing behind;
 //! and the assertions every service's HTTP tests make alike.
 
+use std::sync::LazyLock;
+
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -165,6 +167,22 @@ pub async fn delete_cluster_prefix(urls: &[String], prefix: &str) -> anyhow::Res
             .await?;
     }
     Ok(())
+}
+
+/// Sends the tests' logs to their output when `TEST_LOG` is set (at
+/// `RUST_LOG`, debug by default); silent otherwise. Once per test binary:
+/// call it wherever a test starts a service.
+pub fn logs_when_asked() {
+    static LOGS: LazyLock<()> = LazyLock::new(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
+            let _ = crate::telemetry::init(
+                &crate::config::Env::from_pairs([("RUST_LOG", level.as_str())]),
+                "test",
+            );
+        }
+    });
+    LazyLock::force(&LOGS);
 }
 
 /// Asserts a problem+json answer with this status and returns its body.

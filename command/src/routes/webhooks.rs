@@ -12,7 +12,6 @@ use tasklog_platform::http::IdPath;
 use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::object::JsonObject;
 use crate::state::AppState;

@@ -1,7 +1,7 @@
 //! `spawn_app()`: a fresh database, the real service on a random port, and a
 //! reqwest client with request helpers. Logs only when `TEST_LOG` is set.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -14,22 +14,12 @@ use tasklog_events::store::postgres::testing::count_of_type;
 use tasklog_events::{EventStore, RecordedEvent};
 use tasklog_platform::config::Env;
 use tasklog_platform::data_key::DEV_KEY;
-use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TestDb, logs_when_asked, redis_prefix, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use tasklog_platform::testing::problem;
-
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(
-            &Env::from_pairs([("RUST_LOG", level.as_str())]),
-            "test",
-        );
-    }
-});
 
 pub struct TestApp {
     pub address: String,
@@ -86,7 +76,7 @@ pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
 }
 
 pub async fn start(db: Arc<TestDb>, database_url: String, env: Vec<(String, String)>) -> TestApp {
-    LazyLock::force(&TRACING);
+    logs_when_asked();
     let app = Application::build(settings(&database_url, &env))
         .await
         .expect("the app builds");

@@ -20,23 +20,13 @@ use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Posit
 use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
 use tasklog_platform::config::{Env, Environment, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::testing::{TcpProxy, TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TcpProxy, TestDb, logs_when_asked, redis_prefix, redis_url};
 use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use tasklog_platform::testing::problem;
-
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(
-            &Env::from_pairs([("RUST_LOG", level.as_str())]),
-            "test",
-        );
-    }
-});
 
 static SIGNER: LazyLock<Arc<TokenSigner>> = LazyLock::new(|| {
     JwtKeys::from_env(
@@ -201,7 +191,7 @@ async fn spawn(
     read_only: bool,
     migrate_log: bool,
 ) -> TestApp {
-    LazyLock::force(&TRACING);
+    logs_when_asked();
     let db = Arc::new(TestDb::new().await.expect("test database"));
     let role = read_only.then(|| QueryRole::create(&db));
     let prefix = redis_prefix();
