@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """SSE figures for issue 23: N concurrent change streams on one query
 instance, the query service's memory per open stream, and commit-to-client
-latency (command reply received -> event read off a stream) at a steady
+latency (the change's recorded_at -> event read off a stream) at a steady
 write rate. Standard library only; drives running services over HTTP.
 
-  bench/sse.py --command http://127.0.0.1:18510 --query http://127.0.0.1:18511 \
+  bench/sse.py --command http://127.0.0.1:8081 --query http://127.0.0.1:8082 \
       --query-pid <pid of tasklog-query> --streams 1000 --users 100 --rate 200 --seconds 30
+
+(bench/README.md, "SSE streams", has the whole run.)
 
 Each user opens streams/users streams (keep SSE_MAX_PER_USER at or above
 that); every write goes to one user, so each event reaches that user's
@@ -20,6 +22,7 @@ import statistics
 import time
 import urllib.request
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 
@@ -30,6 +33,14 @@ def post_json(url, body, token=None):
         req.add_header("authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def recorded(at):
+    """Unix seconds of an RFC 3339 time (any number of fraction digits)."""
+    head, _, frac = at.rstrip("Z").partition(".")
+    frac = "".join(c for c in frac if c.isdigit())
+    whole = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+    return whole + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
 def rss_kib(pid):
@@ -79,10 +90,10 @@ class Stream:
             if not line:
                 return
             if line.startswith(b"data:"):
-                now = time.monotonic()
+                now, wall = time.monotonic(), time.time()
                 change = json.loads(line[5:])
                 self.events += 1
-                self.arrivals.append((change["task_id"], now))
+                self.arrivals.append((change["task_id"], now, wall, change["recorded_at"]))
 
 
 async def main():
@@ -140,16 +151,27 @@ async def main():
     await asyncio.gather(*pending)
     elapsed = time.monotonic() - start
     await asyncio.sleep(5)
-    latencies = [max(0.0, at - committed[tid]) * 1000 for tid, at in arrivals if tid in committed]
+    mine = [a_ for a_ in arrivals if a_[0] in committed]
+    # From the change's recorded_at (the log's now() in the append's
+    # transaction, so a little before the commit) to the event's read: the
+    # same machine's clock. The command's reply is no reference: an event is
+    # often read before the reply is.
+    latencies = sorted((wall - recorded(at_)) * 1000 for _, _, wall, at_ in mine)
+    early = sum(1 for tid, at, _, _ in mine if at < committed[tid])
     expected = len(committed) * per_stream
-    latencies.sort()
     pct = lambda q_: latencies[min(len(latencies) - 1, int(q_ * len(latencies)))]
     print(f"writes: {len(committed)} committed of {sent} sent in {elapsed:.1f} s "
           f"({len(committed) / elapsed:.0f}/s); events delivered {len(latencies)} of {expected} expected")
     if latencies:
-        print(f"commit-to-client latency ms: p50 {pct(0.5):.1f}  p99 {pct(0.99):.1f}  "
-              f"max {latencies[-1]:.1f}  mean {statistics.mean(latencies):.1f}")
+        print(f"commit-to-client latency ms (recorded_at -> read): p50 {pct(0.5):.1f}  "
+              f"p99 {pct(0.99):.1f}  max {latencies[-1]:.1f}  mean {statistics.mean(latencies):.1f}; "
+              f"{early} events were read before the command's reply")
     print(f"query RSS at the end: {rss_kib(a.query_pid)} KiB")
+    # The service's own view: every stream still open, none cut off as slow.
+    with urllib.request.urlopen(f"{a.query}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(("sse_streams_open", "sse_slow_clients_disconnected_total")):
+                print(f"query /metrics: {line}")
     for r in readers:
         r.cancel()
 

@@ -206,6 +206,7 @@ pub async fn problem(response: Response, status: StatusCode) -> Value {
     body
 }
 
+pub mod sse;
 pub use proxy::TcpProxy;
 
 mod proxy {
@@ -400,8 +401,12 @@ mod proxy {
                     let mut silent = faults.silent.clone();
                     let relay = relay(client, target.clone(), faults.cut.clone());
                     let link = tokio::spawn(async move {
+                        // Pinned out here: `select!` drops the futures of
+                        // the branches it did not take, which would close both
+                        // sockets instead of leaving them silent.
+                        tokio::pin!(relay);
                         tokio::select! {
-                            () = relay => {}
+                            () = &mut relay => {}
                             _ = async { silent.wait_for(|below| number < *below).await.is_ok() } => {
                                 // Both sockets stay open (held by the parked
                                 // relay future); nothing moves.

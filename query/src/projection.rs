@@ -5,11 +5,9 @@
 //! notice also names whose rows changed; those owners' cached pages are
 //! dropped before its position is published (see `page_cache`).
 //!
-//! A connection can die without a reset (a failover, an idle NAT drop): the
-//! listener would wait forever while the cache serves old pages. So after
-//! `HEARTBEAT` without a notice it asks the server `SELECT 1` on the same
-//! connection; no answer within `HEARTBEAT_TIMEOUT` counts as a lost
-//! connection (cache off, reconnect, resync).
+//! The connection is kept by `tasklog_readmodel::listener`: a lost one
+//! (also one gone silent, found by its heartbeat) turns the cache off until
+//! it is back and the checkpoint is read again.
 //!
 //! With streaming replicas (`replicas`) the primary's notices are the
 //! wake-up, not the news: a notice is queued, and applied (its owners'
@@ -26,21 +24,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tasklog_readmodel::checkpoint::projection_position;
+use tasklog_readmodel::listener::{self, Notices};
 use tasklog_readmodel::notice::{CHANNEL, Notice, Touched};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::page_cache::PageCache;
 use crate::replicas::Replicas;
-
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-/// Silence on the listener after which the server is asked if it is there.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long that question may go unanswered before the connection is dead.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Where a request reads once its `X-Min-Position` (if any) holds.
 #[derive(Clone)]
@@ -256,78 +247,33 @@ impl ProjectionWatch {
     }
 
     async fn listen(self, stop: CancellationToken) {
-        let mut retry = FIRST_RETRY;
-        while !stop.is_cancelled() {
-            match self.connect().await {
-                // After LISTEN: whatever commits from here on is announced.
-                Ok(mut listener) => {
-                    if self.resync().await.is_some() {
-                        retry = FIRST_RETRY;
-                        self.pages.resume();
-                        let stopped = self.relay(&mut listener, &stop).await;
-                        self.pages.suspend();
-                        if stopped {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for projection progress"),
+        listener::listen(&self.db, CHANNEL, "projection", &self, &stop).await;
+    }
+}
+
+impl Notices for ProjectionWatch {
+    /// Reads the checkpoint (notices may have been missed), then lets the
+    /// cache serve again.
+    async fn connected(&self) -> bool {
+        if self.resync().await.is_none() {
+            return false;
+        }
+        self.pages.resume();
+        true
+    }
+
+    async fn received(&self, payload: &str) {
+        match Notice::parse(payload) {
+            Some(notice) => self.heard(notice),
+            None => {
+                tracing::warn!(payload, "unreadable projection notification");
+                self.resync().await;
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
-            }
-            retry = (retry * 2).min(MAX_RETRY);
         }
     }
 
-    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.db).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(listener)
-    }
-
-    /// Relays notifications until the listener fails (false) or `stop` (true).
-    async fn relay(&self, listener: &mut PgListener, stop: &CancellationToken) -> bool {
-        loop {
-            let next = tokio::select! {
-                () = stop.cancelled() => return true,
-                next = listener.try_recv() => next,
-                () = tokio::time::sleep(HEARTBEAT) => {
-                    let answer = tokio::time::timeout(
-                        HEARTBEAT_TIMEOUT,
-                        sqlx::query("SELECT 1").execute(&mut *listener),
-                    )
-                    .await;
-                    if matches!(answer, Ok(Ok(_))) {
-                        continue;
-                    }
-                    tracing::warn!("projection listener's connection went silent; reconnecting");
-                    return false;
-                }
-            };
-            match next {
-                Ok(Some(notification)) => match Notice::parse(notification.payload()) {
-                    Some(notice) => self.heard(notice),
-                    None => {
-                        tracing::warn!(
-                            payload = notification.payload(),
-                            "unreadable projection notification"
-                        );
-                        self.resync().await;
-                    }
-                },
-                // The connection dropped; it re-LISTENs only on the next call,
-                // so anything committed until then goes unannounced: start over.
-                Ok(None) => {
-                    tracing::info!("projection listener lost its connection; reconnecting");
-                    return false;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "projection listener failed; reconnecting");
-                    return false;
-                }
-            }
-        }
+    /// Nothing is served from memory while notices may go unheard.
+    fn disconnected(&self) {
+        self.pages.suspend();
     }
 }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod counts;
 pub mod error;
 pub mod generation;
+pub mod listener;
 pub mod migrate;
 pub mod notice;
 

@@ -7,7 +7,6 @@
 mod client;
 mod redis_cluster;
 mod service;
-pub mod sse;
 
 use std::path::{Path, PathBuf};
 

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tasklog_command::webhooks::store;
 use tasklog_readmodel::changes::{CHANNEL, changes_position};
+use tasklog_readmodel::listener::{self, Notices};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -117,34 +117,23 @@ pub async fn run(
     }
 }
 
-/// Wakes `notify` on every change-feed batch; reconnects by itself.
-async fn listen(db: PgPool, notify: Arc<Notify>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            Err(e) = listen_once(&db, &notify) => {
-                tracing::debug!(error = %e, "webhook wake-ups lost; polling until they are back");
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+/// Wakes the worker on every change-feed batch, and once more whenever the
+/// listener (re)connects: batches may have gone unheard meanwhile.
+struct Wake(Arc<Notify>);
+
+impl Notices for Wake {
+    async fn connected(&self) -> bool {
+        self.0.notify_one();
+        true
+    }
+
+    async fn received(&self, _payload: &str) {
+        self.0.notify_one();
     }
 }
 
-async fn listen_once(db: &PgPool, notify: &Notify) -> Result<(), sqlx::Error> {
-    // A pool of its own: a listener keeps its connection, and the projector's
-    // pool is sized for its projections' work.
-    let own = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with((*db.connect_options()).clone());
-    let mut listener = PgListener::connect_with(&own).await?;
-    listener.listen(CHANNEL).await?;
-    loop {
-        listener.recv().await?;
-        notify.notify_one();
-    }
+async fn listen(db: PgPool, notify: Arc<Notify>, stop: CancellationToken) {
+    listener::listen(&db, CHANNEL, WEBHOOKS, &Wake(notify), &stop).await;
 }
 
 /// Where a subscription was found with nothing to send: its epoch and the

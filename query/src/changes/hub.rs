@@ -2,26 +2,24 @@
 //! task per process LISTENs on the projector's `tasklog_changes` notices,
 //! keeps the change feed's position in a watch channel (for `X-Min-Position`
 //! on the feed) and wakes the open streams of exactly the owners a notice
-//! names. A lost connection wakes every stream once it is back, so a missed
-//! notice only delays a change, never loses it (streams read the table, the
-//! notice only says when).
+//! names. A lost connection (also one gone silent: see
+//! `tasklog_readmodel::listener`) wakes every stream once it is back, so a
+//! missed notice only delays a change, never loses it (streams read the
+//! table, the notice only says when).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tasklog_readmodel::changes::CHANNEL;
+use tasklog_readmodel::listener::{self, Notices};
 use tasklog_readmodel::notice::{Notice, Touched};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::read_model::changes_position;
-
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(5);
 
 struct Inner {
     db: PgPool,
@@ -173,64 +171,27 @@ impl ChangeHub {
     }
 
     async fn listen(self, stop: CancellationToken) {
-        let mut retry = FIRST_RETRY;
-        while !stop.is_cancelled() {
-            match self.connect().await {
-                // After LISTEN: whatever commits from here on is announced.
-                Ok(mut listener) => {
-                    if self.resync().await.is_some() {
-                        retry = FIRST_RETRY;
-                        if self.relay(&mut listener, &stop).await {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for the change feed"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
-            }
-            retry = (retry * 2).min(MAX_RETRY);
-        }
+        listener::listen(&self.inner.db, CHANNEL, "change feed", &self, &stop).await;
+    }
+}
+
+impl Notices for ChangeHub {
+    /// Reads the feed's position and wakes every stream: notices may have
+    /// been missed.
+    async fn connected(&self) -> bool {
+        self.resync().await.is_some()
     }
 
-    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.inner.db).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(listener)
-    }
-
-    /// Relays notices until the listener fails (false) or `stop` (true).
-    async fn relay(&self, listener: &mut PgListener, stop: &CancellationToken) -> bool {
-        loop {
-            let next = tokio::select! {
-                () = stop.cancelled() => return true,
-                next = listener.try_recv() => next,
-            };
-            match next {
-                Ok(Some(notification)) => match Notice::parse(notification.payload()) {
-                    Some(notice) => {
-                        // Position first: a woken stream that reports it must not lag it.
-                        self.advance(i64::try_from(notice.commit).unwrap_or(i64::MAX));
-                        self.wake(&notice.touched);
-                    }
-                    None => {
-                        tracing::warn!(
-                            payload = notification.payload(),
-                            "unreadable change notice"
-                        );
-                        self.resync().await;
-                    }
-                },
-                Ok(None) => {
-                    tracing::info!("change listener lost its connection; reconnecting");
-                    return false;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "change listener failed; reconnecting");
-                    return false;
-                }
+    async fn received(&self, payload: &str) {
+        match Notice::parse(payload) {
+            Some(notice) => {
+                // Position first: a woken stream that reports it must not lag it.
+                self.advance(i64::try_from(notice.commit).unwrap_or(i64::MAX));
+                self.wake(&notice.touched);
+            }
+            None => {
+                tracing::warn!(payload, "unreadable change notice");
+                self.resync().await;
             }
         }
     }

@@ -9,70 +9,28 @@ use chrono::Utc;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use tasklog_events::domain::{Status, TaskPatch, TaskTitle};
+use tasklog_platform::testing::sse::{SseEvent, SseReader};
 
-use crate::helpers::{NewTask, TestApp, User, field, problem, spawn_app, spawn_app_with, user};
+use crate::helpers::{
+    NewTask, TestApp, User, field, problem, spawn_app, spawn_app_behind_proxy, spawn_app_with, user,
+};
 
 /// Only a guard against a hung test, never a measure of speed.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// One server-sent event.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    pub id: String,
-    pub event: String,
-    pub data: Value,
+/// A stream that opened: 200, as `text/event-stream`.
+fn reader(response: Response) -> SseReader {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    SseReader::new(response)
 }
 
-/// Reads events off a stream response, skipping comments.
-pub struct SseReader {
-    response: Response,
-    buffer: String,
-}
-
-impl SseReader {
-    pub fn new(response: Response) -> Self {
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        Self {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event; `None` when the server ended the stream.
-    pub async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a heartbeat comment
-                }
-                return Some(SseEvent {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap(),
-                });
-            }
-            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
-                .await
-                .expect("the stream went silent")
-                .ok()??;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
+/// The next event of a stream that stays open.
+async fn next(stream: &mut SseReader) -> SseEvent {
+    stream.next().await.unwrap().expect("the stream stays open")
 }
 
 async fn open(app: &TestApp, who: &User, query: &str, last_id: Option<&str>) -> Response {
@@ -83,18 +41,11 @@ async fn open(app: &TestApp, who: &User, query: &str, last_id: Option<&str>) -> 
     request.send().await.unwrap()
 }
 
-fn key(e: &SseEvent) -> (String, u64) {
-    (
-        e.data["task_id"].as_str().unwrap().to_owned(),
-        e.data["version"].as_u64().unwrap(),
-    )
-}
-
 #[tokio::test]
 async fn a_stream_resumes_from_any_event_id_without_gap_or_repeat() {
     let app = spawn_app().await;
     let (a, b) = (user(), user());
-    let mut stream = SseReader::new(open(&app, &a, "?after=0", None).await);
+    let mut stream = reader(open(&app, &a, "?after=0", None).await);
     let (id, _) = app.create(&a, NewTask::titled("one")).await;
     app.create(&b, NewTask::titled("not yours")).await;
     let patch = TaskPatch {
@@ -108,7 +59,7 @@ async fn a_stream_resumes_from_any_event_id_without_gap_or_repeat() {
 
     let mut all = Vec::new();
     for _ in 0..4 {
-        all.push(stream.next().await.unwrap());
+        all.push(next(&mut stream).await);
     }
     let types: Vec<&str> = all.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
@@ -128,19 +79,19 @@ async fn a_stream_resumes_from_any_event_id_without_gap_or_repeat() {
 
     // Resuming after each event gives exactly the rest.
     for (i, seen) in all.iter().enumerate() {
-        let mut again = SseReader::new(open(&app, &a, "", Some(&seen.id)).await);
+        let mut again = reader(open(&app, &a, "", Some(&seen.id)).await);
         for expected in &all[i + 1..] {
             assert_eq!(
-                key(&again.next().await.unwrap()),
-                key(expected),
+                next(&mut again).await.key(),
+                expected.key(),
                 "after {}",
                 seen.id
             );
         }
     }
     // Another user's stream sees only theirs.
-    let mut theirs = SseReader::new(open(&app, &b, "?after=0", None).await);
-    let only = theirs.next().await.unwrap();
+    let mut theirs = reader(open(&app, &b, "?after=0", None).await);
+    let only = next(&mut theirs).await;
     assert_eq!(only.data["data"]["title"], "not yours");
 }
 
@@ -188,4 +139,137 @@ async fn streams_beyond_the_per_user_limit_are_429_and_bad_resume_points_400() {
         StatusCode::UNAUTHORIZED,
     )
     .await;
+}
+
+/// `sse_slow_clients_disconnected_total` as `/metrics` shows it (the
+/// recorder is the test process's, shared by every test in it).
+async fn slow_clients_cut(app: &TestApp) -> u64 {
+    let text = app
+        .anonymous("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sse_slow_clients_disconnected_total "))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// A client that opens a stream and then reads nothing: once its socket,
+/// the server's write buffer and the stream's `BUFFER` of events are full,
+/// the stream waits `SSE_SLOW_CLIENT_MS` and is cut off. Its task ends (the
+/// per-user slot comes back while the stalled connection is still open),
+/// and what the client finds when it reads at last is a prefix of its
+/// changes, in order, then the end: the rest was never buffered for it.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_not_buffered_for() {
+    let app = spawn_app_with(&[("SSE_SLOW_CLIENT_MS", "200"), ("SSE_MAX_PER_USER", "1")]).await;
+    let a = user();
+    // About 12 MB of changes: more than the client's socket, the server's
+    // (at most 4 MB on Linux), hyper's write buffer and BUFFER events hold.
+    const CHANGES: usize = 1200;
+    let mut task = NewTask::titled("large");
+    task.description = "x".repeat(10_000);
+    for _ in 0..CHANGES {
+        app.create(&a, task.clone()).await;
+    }
+    app.project().await;
+    let before = slow_clients_cut(&app).await;
+
+    // A tiny receive window, and never a read until the cut-off is seen.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut conn = socket.connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/changes/stream?after=0 HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        a.token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while slow_clients_cut(&app).await <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that reads nothing is never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its slot is free again although the client has not read a byte.
+    let mut reopened = false;
+    while tokio::time::Instant::now() < deadline {
+        let r = open(&app, &a, "", None).await;
+        if r.status() == StatusCode::OK {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened, "the cut-off stream gives its slot back");
+
+    // Reading now: what was in flight, then the end of the response.
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut raw),
+    )
+    .await
+    .expect("the cut-off stream ends")
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    // Each event is one chunk, so its lines are whole.
+    let positions: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| {
+            serde_json::from_str::<Value>(d.trim()).unwrap()["position"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(!positions.is_empty(), "the client got the first changes");
+    assert!(
+        positions.len() < CHANGES,
+        "{} of {CHANGES} changes were held for a client that did not read",
+        positions.len()
+    );
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order");
+}
+
+/// The change listener's connection dies without a reset (an idle NAT
+/// drop, a failover): no notice ever arrives on it again. Its heartbeat
+/// notices, it connects again and wakes every stream, so an open stream
+/// still gets the next change instead of waiting for ever.
+#[tokio::test]
+async fn a_stream_gets_changes_after_the_listener_connection_went_silent() {
+    let app = spawn_app_behind_proxy(&[("DATABASE_ACQUIRE_TIMEOUT_MS", "300")]).await;
+    let a = user();
+    app.create(&a, NewTask::titled("one")).await;
+    app.project().await;
+    let mut stream = reader(open(&app, &a, "?after=0", None).await);
+    assert_eq!(next(&mut stream).await.data["data"]["title"], "one");
+
+    // Every connection open now hears nothing more; new ones work. Pooled
+    // connections idle this long are checked before use (and dropped), so
+    // the stream's next read does not hang on one of them.
+    app.proxy.as_ref().unwrap().silence_open();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    app.create(&a, NewTask::titled("two")).await;
+    app.project_unheard().await;
+    // Heartbeat comments keep the stream busy, so a bound of its own
+    // (liveness only: the listener is back within seconds).
+    let two = tokio::time::timeout(Duration::from_secs(30), next(&mut stream))
+        .await
+        .expect("the change after the silence arrives");
+    assert_eq!(two.data["data"]["title"], "two");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tasklog_systest::sse::{SseEvent, SseReader};
+use tasklog_platform::testing::sse::{SseEvent, SseReader};
 use tasklog_systest::{Api, Session};
 
 use crate::gateway::Nginx;
