@@ -34,7 +34,7 @@ use super::{
 
 /// Batches the channel keeps for a subscriber that is busy applying; one
 /// further behind reads its gap from the log.
-const CHANNEL_BATCHES: usize = 64;
+const CHANNEL_BATCHES: usize = 8;
 /// Events per read when a subscriber fills a gap.
 const GAP_PAGE: usize = 1_000;
 /// A gap the log does not show yet (an older transaction still running holds
