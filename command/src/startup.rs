@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Router;
 use sqlx::PgPool;
-use tasklog_events::store::postgres::migrate_schema;
 use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::hardening::ProductionLayers;
@@ -18,13 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, LoginLockout, PasswordError, Passwords};
 use crate::event_store::open_event_store;
+use crate::migrations;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::webhooks::Webhooks;
 use tasklog_events::store::OpenError;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -76,10 +74,7 @@ impl Application {
             .port();
         let signer = settings.jwt.signer.clone().ok_or(StartError::NoSigner)?;
         let db = database::pool(&settings.database, "tasklog-command")?;
-        retry_until_ok("migrating the accounts schema", || {
-            migrate_schema(&db, "accounts", &MIGRATOR)
-        })
-        .await;
+        retry_until_ok("migrating the accounts schema", || migrations::migrate(&db)).await;
         let store =
             open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key).await?;
         let passwords = Passwords::new(settings.password_hash_concurrency).await?;

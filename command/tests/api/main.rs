@@ -13,6 +13,7 @@ mod hostile;
 mod idempotency;
 mod isolation;
 mod login_guard;
+mod lookalike_emails;
 mod outage;
 mod restore_revert;
 mod retries;
