@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError as SqlxMigrateError, Migration, MigrationSource, Migrator};
-use tasklog_events::store::postgres::{MigrateError, migrate_schema};
+use tasklog_events::store::postgres::{MigrateError, PgEventStore, migrate_schema};
+use tasklog_events::store::{Backend, backend_for};
 use tasklog_platform::config::{DatabaseSettings, Env};
 use tasklog_platform::database;
 use uuid::Uuid;
@@ -124,7 +125,10 @@ pub async fn migrate_from_env(env: &Env) -> anyhow::Result<()> {
     let settings = DatabaseSettings::from_env(env)?;
     let db = database::pool(&settings, "tasklog-command-migrate")?;
     migrate(&db).await?;
-    tasklog_events::store::open(env.get("EVENT_STORE_URL"), db.clone()).await?;
+    // Another store (KurrentDB) has no schema of ours.
+    if let Backend::Postgres = backend_for(env.get("EVENT_STORE_URL"))? {
+        PgEventStore::new(db.clone()).migrate().await?;
+    }
     tracing::info!("the accounts and the log are migrated");
     db.close().await;
     Ok(())

@@ -17,6 +17,7 @@ mod lookalike_emails;
 mod outage;
 mod restore_revert;
 mod retries;
+mod runtime_role;
 mod service;
 mod sessions;
 mod task_commands;
