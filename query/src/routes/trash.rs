@@ -29,7 +29,7 @@ pub(crate) struct TrashPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/trash", tag = "tasks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/trash", operation_id = "trash", tag = "tasks", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (opaque)"),
