@@ -131,6 +131,10 @@ async fn the_openapi_document_names_each_operation_once_and_bounds_idempotency_k
             .iter()
             .find(|p| p["name"] == "Idempotency-Key")
             .unwrap_or_else(|| panic!("{method} {path} documents Idempotency-Key"));
+        assert_eq!(
+            key["schema"]["type"], "string",
+            "{method} {path}: not nullable"
+        );
         assert_eq!(key["schema"]["minLength"], 1, "{method} {path}");
         assert_eq!(key["schema"]["maxLength"], 255, "{method} {path}");
         assert!(key["schema"]["pattern"].is_string(), "{method} {path}");

@@ -49,7 +49,7 @@ pub(crate) struct ChangePage {
         ("task_id" = Option<uuid::Uuid>, Query, description = "one task's changes"),
         ("since" = Option<String>, Query, description = "RFC 3339: recorded at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339: recorded before"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the feed has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the feed has reached this log position"),
     ),
     responses(
         (status = 200, body = ChangePage, headers(("X-Projection-Position" = u64, description = "the position the change feed had reached"))),

@@ -71,7 +71,7 @@ pub(crate) struct History {
         ("limit" = Option<u32>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (same sort; opaque)"),
         ("page" = Option<u32>, Query, description = "1-based page number (instead of cursor)", minimum = 1),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the read model has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the read model has reached this log position"),
     ),
     responses(
         (status = 200, body = TaskPage, headers(("X-Projection-Position" = u64))),
@@ -167,7 +167,7 @@ fn not_modified(headers: &HeaderMap, version: i64) -> bool {
         ("id" = uuid::Uuid, Path),
         ("as_of" = Option<String>, Query, description = "RFC 3339: the task as it stood then, folded from its events"),
         ("If-None-Match" = Option<String>, Header, description = "\"<version>\": 304 when the task is still at it"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the read model has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the read model has reached this log position"),
     ),
     responses(
         (status = 200, body = TaskView, headers(("ETag" = String), ("X-Projection-Position" = u64))),
