@@ -27,8 +27,16 @@ wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 rss=()
 for name in command query projector; do
     var="${name^^}_PID"
-    [ -n "${!var:-}" ] && rss+=(--rss "$name=${!var}")
+    [ -n "${!var:-}" ] && rss+=(--rss "$name=${!var}" --cpu "$name=${!var}")
 done
+# CPU per request counts Postgres (the postmaster and its backends) and Redis
+# too: found here unless POSTGRES_PID / REDIS_PID say otherwise.
+POSTGRES_PID=${POSTGRES_PID:-$(head -n 1 "$(psql -h "${PGHOST:-127.0.0.1}" -U postgres -Atqc 'show data_directory' 2>/dev/null)/postmaster.pid" 2>/dev/null || true)}
+REDIS_PID=${REDIS_PID:-$(redis-cli info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')}
+# Only the backends of the services' database (CPU_DATABASE): the server may
+# be serving other work too.
+[ -n "$POSTGRES_PID" ] && rss+=(--cpu "postgres=$POSTGRES_PID" --cpu-database "${CPU_DATABASE:-tasklog_bench}")
+[ -n "$REDIS_PID" ] && rss+=(--cpu "redis=$REDIS_PID")
 load() { # name, then load arguments
     local name=$1; shift
     say "tasklog-bench load $*"
@@ -41,7 +49,7 @@ figure() { # file, python expression over r (the report)
 if wants create; then
     load create32 create --users 64 --connections 32 --duration "$DURATION"
     ONLY=append,insert APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
-    figure "$OUT/create32.json" "'creates/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
+    figure "$OUT/create32.json" "'creates/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors'], 'cpu us per create', round(r.get('cpu_per_ok_us') or 0), {k: round(v['per_ok_us']) for k, v in r.get('cpu', {}).items()}"
     grep -E 'pgbench_(append|insert)' "$OUT/limits-append.jsonl"
 fi
 

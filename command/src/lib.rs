@@ -14,4 +14,5 @@ mod validation;
 pub mod webhooks;
 
 pub use settings::Settings;
-pub use startup::{Application, StartError};
+pub use startup::Application;
+pub use tasklog_platform::server::StartError;

@@ -109,10 +109,7 @@ impl Settings {
             login_max_failures: env.parse("LOGIN_MAX_FAILURES", 5)?,
             login_lock: Duration::from_secs(login_lock_secs),
             password_hash_concurrency,
-            drain: DrainSettings {
-                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
-                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
-            },
+            drain: DrainSettings::from_env(env)?,
             // Last: a bad JWT or CORS setting is the message to see first.
             data_key: DataKeyEncryptionKey::from_env(env, environment)?,
         })

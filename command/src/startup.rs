@@ -1,18 +1,14 @@
 //! Building and running the service: pool, migrations, event store, hasher,
 //! routes and layers, then serving until told to stop.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use sqlx::PgPool;
-use tasklog_platform::config::ConfigError;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::server::{DrainSettings, serve};
-use tokio::net::TcpListener;
+use tasklog_platform::server::{Listener, Server, StartError};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, LoginLockout, PasswordError, Passwords};
@@ -22,20 +18,10 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::webhooks::Webhooks;
-use tasklog_events::store::OpenError;
 
+/// What only this service cannot start without (`StartError::Service`).
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    EventStore(#[from] OpenError),
+enum CommandStartError {
     #[error("password hashing does not work: {0}")]
     Passwords(#[from] PasswordError),
     #[error("the signing key is missing: set JWT_SECRET or JWT_PRIVATE_KEY_FILE")]
@@ -43,11 +29,7 @@ pub enum StartError {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    port: u16,
-    router: Router,
-    health: Health,
-    drain: DrainSettings,
+    server: Server,
     db: PgPool,
 }
 
@@ -59,25 +41,17 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a dependency is misconfigured.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(settings.bind_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: settings.bind_addr,
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: settings.bind_addr,
-                source,
-            })?
-            .port();
-        let signer = settings.jwt.signer.clone().ok_or(StartError::NoSigner)?;
+        let listener = Listener::bind(settings.bind_addr).await?;
+        let signer = settings.jwt.signer.clone();
+        let signer = signer.ok_or_else(|| StartError::service(CommandStartError::NoSigner))?;
         let db = database::pool(&settings.database, "tasklog-command")?;
         retry_until_ok("migrating the accounts schema", || migrations::migrate(&db)).await;
-        let store =
-            open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key).await?;
-        let passwords = Passwords::new(settings.password_hash_concurrency).await?;
+        let store = open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key)
+            .await
+            .map_err(StartError::event_store)?;
+        let passwords = Passwords::new(settings.password_hash_concurrency)
+            .await
+            .map_err(|e| StartError::service(CommandStartError::from(e)))?;
         let redis = RedisHandle::new(&settings.redis)?;
         let lockout = LoginLockout::new(
             redis.clone(),
@@ -108,19 +82,15 @@ impl Application {
             .rate_limits(Some(redis), Some(settings.jwt.verifier.clone()))
             .pool("tasklog-command", db.clone())
             .apply(routes::router().with_state(state).merge(health.router()));
-        tracing::info!(port, "tasklog-command ready to serve");
+        tracing::info!(port = listener.port(), "tasklog-command ready to serve");
         Ok(Self {
-            listener,
-            port,
-            router,
-            health,
-            drain: settings.drain,
+            server: listener.serving(router, health, settings.drain),
             db,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight requests.
@@ -128,14 +98,7 @@ impl Application {
     /// # Errors
     /// When the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let served = serve(
-            self.listener,
-            self.router,
-            self.health,
-            shutdown,
-            self.drain,
-        )
-        .await;
+        let served = self.server.run_until_stopped(shutdown).await;
         // Drained: hand the connections back to Postgres rather than drop
         // them, bounded in case a background task still holds one.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.db.close()).await;
@@ -144,19 +107,9 @@ impl Application {
 }
 
 fn health(db: PgPool, store: std::sync::Arc<dyn tasklog_events::EventStore>) -> Health {
-    Health::new()
-        .check("postgres", move || {
-            let db = db.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&db)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .check("event_store", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        })
+    Health::new().postgres(db).ping(
+        "event_store",
+        store,
+        |store| async move { store.ping().await },
+    )
 }

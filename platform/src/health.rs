@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use sqlx::PgPool;
 
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 type ReportFn = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -49,6 +50,30 @@ impl Health {
     {
         self.checks.push((name, Arc::new(move || Box::pin(f()))));
         self
+    }
+
+    /// Adds a named check that asks `handle` (a pool, an `Arc` of a store)
+    /// with `ping`; the error's text is the reason.
+    #[must_use]
+    pub fn ping<D, F, Fut, E>(self, name: &'static str, handle: D, ping: F) -> Self
+    where
+        D: Clone + Send + Sync + 'static,
+        F: Fn(D) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.check(name, move || {
+            let reply = ping(handle.clone());
+            async move { reply.await.map_err(|e| e.to_string()) }
+        })
+    }
+
+    /// `postgres`: whether `db` answers a `SELECT 1`.
+    #[must_use]
+    pub fn postgres(self, db: PgPool) -> Self {
+        self.ping("postgres", db, |db| async move {
+            sqlx::query("SELECT 1").execute(&db).await.map(|_| ())
+        })
     }
 
     /// Adds a named part of the readiness answer that never makes it fail

@@ -1,16 +1,19 @@
-//! The middleware every router gets: request ids (kept from the client when
-//! fit to store, else made), a tracing span per request with route, status, latency and user,
-//! the body limit, and problem+json for unknown routes and methods.
+//! The HTTP pieces every service shares: the middleware every router gets
+//! (request ids kept from the client when fit to store, else made; a
+//! tracing span per request with route, status, latency and user; the body
+//! limit; problem+json for unknown routes and methods), and what both
+//! services agree on of `/v1/tasks/{id}`: its id in the path and its ETag.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use uuid::Uuid;
 
 use crate::json::MAX_BODY_BYTES;
 use crate::problem::ApiError;
@@ -35,6 +38,33 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
                 .to_owned(),
         ))
     }
+}
+
+/// The `{id}` of `/v1/tasks/{id}` or `/v1/webhooks/{id}`, as a `Uuid` or a
+/// newtype of one (`IdPath<TaskId>`). An id that is not a UUID names
+/// nothing: 404.
+#[derive(Debug)]
+pub struct IdPath<T = Uuid>(pub T);
+
+impl<S: Send + Sync, T: From<Uuid>> FromRequestParts<S> for IdPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        Uuid::parse_str(&raw)
+            .map(|id| IdPath(T::from(id)))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
+/// A task version's entity tag, `"<version>"`: digits in quotes, always a
+/// valid header value. Both services send it (`ETag`) and read it back
+/// (`If-Match`, `If-None-Match`).
+pub fn etag(version: impl Into<i128>) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", version.into()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
@@ -126,4 +156,16 @@ pub(crate) async fn drop_unfit_request_id(
         request.headers_mut().remove(&REQUEST_ID);
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_quote_the_version() {
+        assert_eq!(etag(0_u64), "\"0\"");
+        assert_eq!(etag(u64::MAX), format!("\"{}\"", u64::MAX));
+        assert_eq!(etag(7_i64), "\"7\"");
+    }
 }

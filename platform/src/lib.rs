@@ -1,15 +1,17 @@
 //! What every Tasklog service shares: settings, telemetry, the HTTP error
-//! type and JSON extractor, JWT auth, the Redis handle, health and lifecycle,
-//! and the production HTTP stack (`hardening`: rate limits, security headers,
-//! CORS, compression, timeouts, panics, metrics).
-
-// Every binary that links the platform allocates through mimalloc. Under
-// load glibc's malloc took about a third of the query service's CPU (malloc,
-// free and consolidation of the many short-lived rows, strings and buffers
-// of each request), and it kept freed 19 MiB Argon2 buffers in its heaps
-// unless GLIBC_TUNABLES fixed its mmap threshold.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! type and JSON extractor, JWT auth, the Redis handle, health, start-up and
+//! shutdown (`server`), `/openapi.json`, the production HTTP stack
+//! (`hardening`: rate limits, security headers, CORS, compression, timeouts,
+//! panics, metrics), and with the `testing` feature the tests' helpers.
+//!
+//! The binaries, not this library, choose the allocator (a library cannot
+//! know what its users run): `tasklog-command`, `tasklog-query`,
+//! `tasklog-projector` and `tasklog-bench` each declare mimalloc in their
+//! `main.rs`. Under load glibc's malloc took about a third of the query
+//! service's CPU (malloc, free and consolidation of the many short-lived
+//! rows, strings and buffers of each request), and it kept freed 19 MiB
+//! Argon2 buffers in its heaps unless `GLIBC_TUNABLES` fixed its mmap
+//! threshold.
 
 pub mod auth;
 pub mod client_ip;
@@ -22,7 +24,7 @@ pub mod health;
 pub mod http;
 pub mod json;
 pub mod metrics;
-pub mod openapi_links;
+pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod redis;

@@ -1,6 +1,7 @@
-//! Serving a router until a shutdown signal, then draining: readiness turns
-//! 503 first, the listener stops accepting, in-flight requests finish
-//! (bounded by a timeout).
+//! A service's start and stop: binding its port (first, so a taken port
+//! fails at once), the errors that stop a start, serving a router until a
+//! shutdown signal, then draining: readiness turns 503 first, the listener
+//! stops accepting, in-flight requests finish (bounded by a timeout).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +10,99 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{ConfigError, Env};
 use crate::health::Health;
+
+/// Why a service did not start: the one line its operator reads.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log cannot be opened as configured (e.g. an adapter this build
+    /// lacks).
+    #[error(transparent)]
+    EventStore(Box<dyn std::error::Error + Send + Sync>),
+    /// What else one service cannot start without, in its own words.
+    #[error(transparent)]
+    Service(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StartError {
+    pub fn event_store(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::EventStore(Box::new(e))
+    }
+
+    pub fn service(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Service(Box::new(e))
+    }
+}
+
+/// A service's port, bound before anything else is set up.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    port: u16,
+}
+
+impl Listener {
+    /// # Errors
+    /// `Bind` when the address is taken or not this host's.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, StartError> {
+        let bind = |source| StartError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind)?;
+        let port = listener.local_addr().map_err(bind)?.port();
+        Ok(Self { listener, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What to serve on it, once the rest of the service is built.
+    pub fn serving(self, router: Router, health: Health, drain: DrainSettings) -> Server {
+        Server {
+            listener: self,
+            router,
+            health,
+            drain,
+        }
+    }
+}
+
+/// A built service's HTTP side, ready to run.
+pub struct Server {
+    listener: Listener,
+    router: Router,
+    health: Health,
+    drain: DrainSettings,
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.listener.port
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains (see [`serve`]).
+    ///
+    /// # Errors
+    /// When the listener fails.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        serve(
+            self.listener.listener,
+            self.router,
+            self.health,
+            shutdown,
+            self.drain,
+        )
+        .await
+    }
+}
 
 /// A token cancelled on SIGTERM or Ctrl-C.
 pub fn shutdown_on_signal() -> CancellationToken {
@@ -56,6 +149,21 @@ impl Default for DrainSettings {
             ready_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+impl DrainSettings {
+    /// `SHUTDOWN_READY_DELAY_MS` and `SHUTDOWN_DRAIN_TIMEOUT_MS`, each
+    /// defaulting as [`Default`] does.
+    ///
+    /// # Errors
+    /// When either is not a whole number of milliseconds.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let default = Self::default();
+        Ok(Self {
+            ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", default.ready_delay)?,
+            drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", default.drain_timeout)?,
+        })
     }
 }
 
@@ -125,5 +233,45 @@ where
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_settings_default_when_unset_and_name_a_bad_variable() {
+        let unset = DrainSettings::from_env(&Env::default()).unwrap();
+        assert_eq!(unset.ready_delay, Duration::ZERO);
+        assert_eq!(unset.drain_timeout, Duration::from_secs(20));
+        let set = Env::from_pairs([
+            ("SHUTDOWN_READY_DELAY_MS", "1500"),
+            ("SHUTDOWN_DRAIN_TIMEOUT_MS", "250"),
+        ]);
+        let set = DrainSettings::from_env(&set).unwrap();
+        assert_eq!(set.ready_delay, Duration::from_millis(1500));
+        assert_eq!(set.drain_timeout, Duration::from_millis(250));
+        for name in ["SHUTDOWN_READY_DELAY_MS", "SHUTDOWN_DRAIN_TIMEOUT_MS"] {
+            let bad = DrainSettings::from_env(&Env::from_pairs([(name, "soon")]));
+            assert_eq!(bad.err().map(|e| e.name), Some(name.to_owned()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_fails_the_bind_naming_the_address() {
+        let taken = Listener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], taken.port()));
+        let Err(e) = Listener::bind(addr).await else {
+            panic!("bound a taken port");
+        };
+        assert!(matches!(e, StartError::Bind { .. }));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on {addr}: ")),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,11 @@
 //! Test support: every test gets its own database (and Redis key prefix), so
-//! tests run in parallel against the real servers and leave nothing behind.
+//! tests run in parallel against the real servers and leave nothing behind;
+//! and the assertions every service's HTTP tests make alike.
 
+use std::sync::LazyLock;
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
@@ -162,6 +167,43 @@ pub async fn delete_cluster_prefix(urls: &[String], prefix: &str) -> anyhow::Res
             .await?;
     }
     Ok(())
+}
+
+/// Sends the tests' logs to their output when `TEST_LOG` is set (at
+/// `RUST_LOG`, debug by default); silent otherwise. Once per test binary:
+/// call it wherever a test starts a service.
+pub fn logs_when_asked() {
+    static LOGS: LazyLock<()> = LazyLock::new(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
+            let _ = crate::telemetry::init(
+                &crate::config::Env::from_pairs([("RUST_LOG", level.as_str())]),
+                "test",
+            );
+        }
+    });
+    LazyLock::force(&LOGS);
+}
+
+/// Asserts a problem+json answer with this status and returns its body.
+///
+/// # Panics
+/// When the answer is anything else: it is an assertion.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(e) => panic!("problem body: {e}"),
+    };
+    assert_eq!(body["status"], status.as_u16());
+    body
 }
 
 pub use proxy::TcpProxy;

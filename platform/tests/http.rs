@@ -5,11 +5,11 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use tasklog_platform::health::Health;
-use tasklog_platform::http::{RequestId, with_common_layers};
+use tasklog_platform::http::{IdPath, RequestId, with_common_layers};
 use tasklog_platform::json::ApiJson;
 use tower::ServiceExt;
 
@@ -17,6 +17,15 @@ use tower::ServiceExt;
 #[serde(deny_unknown_fields)]
 struct Echo {
     text: String,
+}
+
+/// A newtype of a UUID, as `TaskId` is.
+struct Thing(uuid::Uuid);
+
+impl From<uuid::Uuid> for Thing {
+    fn from(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
 }
 
 fn app(health: &Health) -> Router {
@@ -27,6 +36,10 @@ fn app(health: &Health) -> Router {
                 post(|id: RequestId, ApiJson(e): ApiJson<Echo>| async move {
                     format!("{}:{}", id.0, e.text)
                 }),
+            )
+            .route(
+                "/things/{id}",
+                get(|IdPath(id): IdPath<Thing>| async move { id.0.to_string() }),
             )
             .merge(health.router()),
     )
@@ -119,6 +132,20 @@ async fn unknown_routes_and_methods_are_problems_too() {
     )
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn a_path_id_is_a_uuid_or_names_nothing() {
+    let health = Health::new();
+    let id = "0190c1c2-7c3a-7d2e-9f00-0123456789ab";
+    let get = |path: String| Request::get(path).body(Body::empty()).unwrap();
+    let (status, _, body) = send(app(&health), get(format!("/things/{id}"))).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, id));
+    for bad in ["not-a-uuid", "0190c1c2", "%20"] {
+        let (status, headers, _) = send(app(&health), get(format!("/things/{bad}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
 }
 
 #[tokio::test]

@@ -93,10 +93,7 @@ impl Settings {
             lease: LeaseTiming { poll, check: poll },
             lag_sample: env.millis("PROJECTOR_LAG_SAMPLE_MS", Duration::from_secs(2))?,
             instance: env.string("PROJECTOR_INSTANCE", &default_instance()),
-            drain: DrainSettings {
-                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
-                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
-            },
+            drain: DrainSettings::from_env(env)?,
         })
     }
 }

@@ -2,23 +2,20 @@
 //! webhook delivery worker, their leases and lag samplers, and a small HTTP
 //! endpoint for health and metrics.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
-use tasklog_events::store::{OpenError, open_when_ready};
-use tasklog_platform::config::ConfigError;
+use tasklog_events::store::open_when_ready;
+use tasklog_events::store::shared::SharedTail;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::health::Health;
 use tasklog_platform::http::with_common_layers;
 use tasklog_platform::metrics;
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::server::{DrainSettings, serve};
-use tokio::net::TcpListener;
+use tasklog_platform::server::{Listener, Server, StartError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -31,26 +28,8 @@ use crate::tasks::TasksProjection;
 use crate::webhooks::{self, WebhookSettings};
 use tasklog_readmodel::migrate;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    EventStore(#[from] OpenError),
-}
-
 pub struct Application {
-    listener: TcpListener,
-    port: u16,
-    router: Router,
-    health: Health,
-    drain: DrainSettings,
+    server: Server,
     /// The read model's server (`READMODEL_DATABASE_URL`).
     db: PgPool,
     /// The accounts' server (`DATABASE_URL`): webhook subscriptions.
@@ -69,12 +48,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a dependency is misconfigured.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let bind = |source| StartError::Bind {
-            addr: settings.bind_addr,
-            source,
-        };
-        let listener = TcpListener::bind(settings.bind_addr).await.map_err(bind)?;
-        let port = listener.local_addr().map_err(bind)?.port();
+        let listener = Listener::bind(settings.bind_addr).await?;
         let (log_db, db) = database::log_and_readmodel_pools(
             &settings.database,
             &settings.readmodel,
@@ -87,7 +61,9 @@ impl Application {
             .map(|u| u.expose_secret().to_owned());
         // The data keys live with the accounts, on the log's server.
         let store = sealing::sealed(
-            open_when_ready(url.as_deref(), log_db.clone()).await?,
+            open_when_ready(url.as_deref(), log_db.clone())
+                .await
+                .map_err(StartError::event_store)?,
             log_db.clone(),
             KeyEncryptionKey::new(settings.data_key.0),
         );
@@ -96,13 +72,9 @@ impl Application {
         let router = with_common_layers(
             metrics::router(vec![("tasklog-projector", db.clone())]).merge(health.router()),
         );
-        tracing::info!(port, "tasklog-projector ready");
+        tracing::info!(port = listener.port(), "tasklog-projector ready");
         Ok(Self {
-            listener,
-            port,
-            router,
-            health,
-            drain: settings.drain,
+            server: listener.serving(router, health, settings.drain),
             accounts_db: log_db,
             db,
             store,
@@ -118,7 +90,7 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Projects and serves until `shutdown`; then each projection finishes
@@ -129,18 +101,21 @@ impl Application {
     /// When the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let mut tasks = JoinSet::new();
+        // The projections tail the log together: each batch is read (and
+        // opened) once for all of them, not once per projection.
+        let log: Arc<dyn EventStore> = Arc::new(SharedTail::new(self.store.clone()));
         let tasks_projection = Arc::new(TasksProjection::new(self.db.clone()));
         let counts_projection = Arc::new(CountsProjection::new(self.redis.clone()));
         tasks.spawn(run(
             tasks_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(run(
             counts_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
@@ -148,7 +123,7 @@ impl Application {
         let changes_projection = Arc::new(ChangesProjection::new(self.db.clone()));
         tasks.spawn(run(
             changes_projection.clone(),
-            self.store.clone(),
+            log.clone(),
             self.db.clone(),
             self.runner.clone(),
             shutdown.clone(),
@@ -181,14 +156,7 @@ impl Application {
             self.lag_sample,
             shutdown.clone(),
         ));
-        let served = serve(
-            self.listener,
-            self.router,
-            self.health,
-            shutdown.clone(),
-            self.drain,
-        )
-        .await;
+        let served = self.server.run_until_stopped(shutdown.clone()).await;
         // The server returns on shutdown (or failure): stop the rest too.
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
@@ -197,19 +165,9 @@ impl Application {
 }
 
 fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
-    Health::new()
-        .check("postgres", move || {
-            let db = db.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&db)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .check("event_store", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        })
+    Health::new().postgres(db).ping(
+        "event_store",
+        store,
+        |store| async move { store.ping().await },
+    )
 }

@@ -19,4 +19,5 @@ pub mod state;
 pub mod timeline;
 
 pub use settings::Settings;
-pub use startup::{Application, StartError};
+pub use startup::Application;
+pub use tasklog_platform::server::StartError;

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use tasklog_platform::server::{run_service, shutdown_on_signal};
 use tasklog_query::{Application, Settings};
 
+// mimalloc rather than glibc's malloc: about +30% list pages/s, and freed
+// Argon2 buffers go back to the system (the platform crate's docs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     run_service("tasklog-query", |env| async move {

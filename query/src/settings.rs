@@ -144,10 +144,7 @@ impl Settings {
             min_position_timeout,
             list_cache_bytes: list_cache_mb * 1024 * 1024,
             http: HttpSettings::from_env(env, environment)?,
-            drain: DrainSettings {
-                ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", Duration::ZERO)?,
-                drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
-            },
+            drain: DrainSettings::from_env(env)?,
             // Last: a bad JWT or CORS setting is the message to see first.
             data_key: DataKeyEncryptionKey::from_env(env, environment)?,
         })

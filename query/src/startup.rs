@@ -1,22 +1,19 @@
 //! Building and running the service: pool, event log, Redis, the projection
 //! listener, routes and layers, then serving until told to stop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::{Router, middleware};
+use axum::middleware;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
-use tasklog_events::store::{OpenError, open_existing};
-use tasklog_platform::config::ConfigError;
+use tasklog_events::store::open_existing;
 use tasklog_platform::database;
 use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::server::{DrainSettings, serve};
-use tokio::net::TcpListener;
+use tasklog_platform::server::{Listener, Server, StartError};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::changes::{ChangeHub, StreamSlots};
@@ -28,26 +25,8 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::state::{AppState, Streams};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    EventStore(#[from] OpenError),
-}
-
 pub struct Application {
-    listener: TcpListener,
-    port: u16,
-    router: Router,
-    health: Health,
-    drain: DrainSettings,
+    server: Server,
     /// Stops the projection listener with the application.
     stop_listener: DropGuard,
     /// Ends every SSE stream as soon as shutdown begins: clients reconnect
@@ -64,19 +43,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a dependency is misconfigured.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(settings.bind_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: settings.bind_addr,
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: settings.bind_addr,
-                source,
-            })?
-            .port();
+        let listener = Listener::bind(settings.bind_addr).await?;
         let (log_db, db) = database::log_and_readmodel_pools(
             &settings.database,
             &settings.readmodel,
@@ -90,7 +57,8 @@ impl Application {
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
             log_db.clone(),
-        )?;
+        )
+        .map_err(StartError::event_store)?;
         // The data keys live with the accounts, on the log's server.
         let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
         let redis = RedisHandle::new(&settings.redis)?;
@@ -132,20 +100,16 @@ impl Application {
             .apply(routes)
             // Outermost, so that every answer carries it, refusals included.
             .layer(middleware::from_fn_with_state(projection, stamp_position));
-        tracing::info!(port, "tasklog-query ready to serve");
+        tracing::info!(port = listener.port(), "tasklog-query ready to serve");
         Ok(Self {
-            listener,
-            port,
-            router,
-            health,
-            drain: settings.drain,
+            server: listener.serving(router, health, settings.drain),
             stop_listener: stop.drop_guard(),
             stop_streams: streams.stop,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight requests.
@@ -160,14 +124,7 @@ impl Application {
             signal.cancelled().await;
             stop_streams.cancel();
         });
-        serve(
-            self.listener,
-            self.router,
-            self.health,
-            shutdown,
-            self.drain,
-        )
-        .await
+        self.server.run_until_stopped(shutdown).await
     }
 }
 
@@ -190,8 +147,9 @@ fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
                 }
             }
         })
-        .check("event_store", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        })
+        .ping(
+            "event_store",
+            store,
+            |store| async move { store.ping().await },
+        )
 }

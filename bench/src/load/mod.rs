@@ -3,6 +3,7 @@
 //! and prints what it measured.
 
 pub(crate) mod client;
+mod cpu;
 mod lag;
 pub(crate) mod options;
 mod pacing;
@@ -96,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .then(|| tokio::spawn(observe(api.clone(), lag.clone(), progress.clone())));
 
     eprintln!("running {:?} for {:?}", args.scenario, args.duration);
+    let cpu_before = cpu::sample(&args.cpu, args.cpu_database.as_deref());
     let started = Instant::now();
     let deadline = started + args.duration;
     let ticket = Arc::new(AtomicU64::new(0));
@@ -116,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.merge(&h.await.context("a worker panicked")?);
     }
     let elapsed = started.elapsed();
+    let cpu_after = cpu::sample(&args.cpu, args.cpu_database.as_deref());
 
     let mut lag_report = None;
     if args.scenario == Scenario::Lag {
@@ -144,6 +147,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     progress.stop.store(true, Ordering::Relaxed);
     let _ = show.await;
 
+    let total = stats.total().summary(elapsed);
+    let cpu = cpu::between(&cpu_before, &cpu_after, total.ok);
     let report = Report {
         scenario: args.scenario,
         mode,
@@ -154,7 +159,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Mode::Open { rate, .. } => Some(pacing::tickets_within(args.duration, rate)),
             Mode::Closed { .. } => None,
         },
-        total: stats.total().summary(elapsed),
+        cpu_per_ok_us: (!cpu.is_empty()).then(|| cpu.values().map(|c| c.per_ok_us).sum()),
+        cpu,
+        total,
         ops: stats
             .ops
             .iter()

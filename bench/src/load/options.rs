@@ -93,6 +93,15 @@ pub struct Args {
     /// Report a process's peak RSS (VmHWM) at the end: `name=pid`, repeatable.
     #[arg(long = "rss", value_parser = name_pid)]
     pub rss: Vec<(String, u32)>,
+    /// Report the CPU time a process and its descendants used during the
+    /// measured window, per acknowledged request: `name=pid`, repeatable
+    /// (Postgres's postmaster pid covers its backends).
+    #[arg(long = "cpu", value_parser = name_pid)]
+    pub cpu: Vec<(String, u32)>,
+    /// With `--cpu` on a Postgres postmaster: count only the backends of this
+    /// database (and the server's own workers), not other work on the server.
+    #[arg(long)]
+    pub cpu_database: Option<String>,
     /// Registrations in flight at once (each is an Argon2 hash on the server).
     #[arg(long, default_value_t = 2)]
     pub register_concurrency: usize,

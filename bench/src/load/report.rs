@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::cpu::CpuUse;
 use super::options::{LagProbe, Mode, Scenario};
 use super::stats::{OpSummary, Percentiles};
 
@@ -24,6 +25,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<LagReport>,
     pub rss: BTreeMap<String, Rss>,
+    /// CPU of each watched process tree over the measured window (`--cpu`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu: BTreeMap<String, CpuUse>,
+    /// Their sum per acknowledged request, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_per_ok_us: Option<f64>,
     /// `nproc`, CPU model and load average when the run ended.
     pub machine: Machine,
 }
@@ -177,6 +184,19 @@ impl Report {
                 rss.pid,
                 mib(rss.peak_kib),
                 mib(rss.now_kib)
+            );
+        }
+        for (name, cpu) in &self.cpu {
+            let _ = writeln!(
+                out,
+                "cpu {name} (pid {} and its children): {} ms, {:.0} us per ok request",
+                cpu.pid, cpu.cpu_ms, cpu.per_ok_us
+            );
+        }
+        if let Some(total) = self.cpu_per_ok_us {
+            let _ = writeln!(
+                out,
+                "cpu of the watched processes: {total:.0} us per ok request"
             );
         }
         let _ = writeln!(

@@ -1,12 +1,10 @@
 //! Extractors for the headers of task commands: `If-Match` and
 //! `Idempotency-Key`, each refused with a problem naming the header.
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use tasklog_events::domain::TaskId;
 use tasklog_platform::ApiError;
-use uuid::Uuid;
 
 use crate::tasks::{IdempotencyKey, Precondition};
 
@@ -65,23 +63,6 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
                 .map(|k| Self(Some(k)))
                 .map_err(|e| ApiError::invalid(&e.field, e.message)),
         }
-    }
-}
-
-/// The `{id}` of `/v1/tasks/{id}`. An id that is not a UUID names no task: 404.
-#[derive(Debug)]
-pub struct TaskPath(pub TaskId);
-
-impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        Uuid::parse_str(&raw)
-            .map(|id| TaskPath(TaskId(id)))
-            .map_err(|_| ApiError::NotFound)
     }
 }
 

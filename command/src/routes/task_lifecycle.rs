@@ -7,13 +7,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
+use tasklog_events::domain::TaskId;
 use tasklog_platform::auth::AuthUser;
-use tasklog_platform::http::RequestId;
+use tasklog_platform::http::{IdPath, RequestId};
 use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
 
-use super::headers::{IfMatch, MaybeIdempotencyKey, TaskPath};
+use super::headers::{IfMatch, MaybeIdempotencyKey};
 use super::object::JsonObject;
 use super::tasks::{ack_response, context, mark_replayed};
 use crate::state::AppState;
@@ -38,7 +39,7 @@ pub fn router() -> Router<AppState> {
 pub(crate) async fn restore(
     user: AuthUser,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath<TaskId>,
     request_id: RequestId,
     IfMatch(precondition): IfMatch,
     key: MaybeIdempotencyKey,
@@ -73,7 +74,7 @@ pub(crate) struct RevertRequest {
 pub(crate) async fn revert(
     user: AuthUser,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath<TaskId>,
     request_id: RequestId,
     IfMatch(precondition): IfMatch,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<RevertRequest>>,

@@ -5,13 +5,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::{Json, Router};
-use tasklog_events::domain::UserId;
+use tasklog_events::domain::{TaskId, UserId};
 use tasklog_platform::auth::AuthUser;
-use tasklog_platform::http::RequestId;
+use tasklog_platform::http::{IdPath, RequestId, etag};
 use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 
-use super::headers::{IfMatch, MaybeIdempotencyKey, TaskPath};
+use super::headers::{IfMatch, MaybeIdempotencyKey};
 use super::object::JsonObject;
 use super::task_bodies::{NewTaskRequest, TaskPatchRequest};
 use crate::state::AppState;
@@ -34,12 +34,6 @@ pub(super) fn mark_replayed(response: &mut Response, replayed: bool) {
             .headers_mut()
             .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
     }
-}
-
-/// `"<version>"`: digits in quotes, always a valid header value.
-fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 pub(super) fn ack_response(status: StatusCode, ack: Ack) -> Response {
@@ -100,7 +94,7 @@ pub(crate) async fn create(
 pub(crate) async fn update(
     user: AuthUser,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath<TaskId>,
     request_id: RequestId,
     IfMatch(precondition): IfMatch,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<TaskPatchRequest>>,
@@ -120,7 +114,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     user: AuthUser,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath<TaskId>,
     request_id: RequestId,
     IfMatch(precondition): IfMatch,
 ) -> Result<Response, ApiError> {
@@ -128,15 +122,4 @@ pub(crate) async fn delete(
     let ack =
         tasks::change_task(app.store.as_ref(), id, &Change::Delete, &precondition, &ctx).await?;
     Ok(ack_response(StatusCode::OK, ack))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_quote_the_version() {
-        assert_eq!(etag(0), "\"0\"");
-        assert_eq!(etag(u64::MAX), format!("\"{}\"", u64::MAX));
-    }
 }

@@ -1,18 +1,17 @@
 //! `/v1/webhooks`: subscribe to your changes, list and delete
 //! subscriptions, read a subscription's delivery log, replay from a position.
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tasklog_platform::auth::AuthUser;
+use tasklog_platform::http::IdPath;
 use tasklog_platform::json::ApiJson;
 use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::object::JsonObject;
 use crate::state::AppState;
@@ -25,22 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}", get(show).delete(delete))
         .route("/v1/webhooks/{id}/deliveries", get(deliveries))
         .route("/v1/webhooks/{id}/replay", post(replay))
-}
-
-/// The `{id}` of `/v1/webhooks/{id}`: an id that is not a UUID names none (404).
-pub(crate) struct WebhookPath(Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for WebhookPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        Uuid::parse_str(&raw)
-            .map(WebhookPath)
-            .map_err(|_| ApiError::NotFound)
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -140,7 +123,7 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     user: AuthUser,
     State(app): State<AppState>,
-    WebhookPath(id): WebhookPath,
+    IdPath(id): IdPath,
 ) -> Result<Json<Subscription>, ApiError> {
     Ok(Json(app.webhooks.get(user.id, id).await?))
 }
@@ -153,7 +136,7 @@ pub(crate) async fn show(
 pub(crate) async fn delete(
     user: AuthUser,
     State(app): State<AppState>,
-    WebhookPath(id): WebhookPath,
+    IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     app.webhooks.delete(user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -214,7 +197,7 @@ fn page_params(raw: Option<&str>) -> Result<(Option<i64>, u32), ApiError> {
 pub(crate) async fn deliveries(
     user: AuthUser,
     State(app): State<AppState>,
-    WebhookPath(id): WebhookPath,
+    IdPath(id): IdPath,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let (cursor, limit) = page_params(raw.as_deref())?;
@@ -236,7 +219,7 @@ pub(crate) async fn deliveries(
 pub(crate) async fn replay(
     user: AuthUser,
     State(app): State<AppState>,
-    WebhookPath(id): WebhookPath,
+    IdPath(id): IdPath,
     ApiJson(JsonObject(body)): ApiJson<JsonObject<ReplayRequest>>,
 ) -> Result<Json<Subscription>, ApiError> {
     Ok(Json(app.webhooks.replay(user.id, id, body.after).await?))

@@ -23,13 +23,6 @@ async fn results(response: Response) -> Vec<Value> {
     body["results"].as_array().unwrap().clone()
 }
 
-async fn events_in_log(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM eventlog.events")
-        .fetch_one(app.pool())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_batch_of_100_mixed_commands_gives_each_its_result_and_exactly_its_events() {
     let app = spawn_app().await;
@@ -49,7 +42,7 @@ async fn a_batch_of_100_mixed_commands_gives_each_its_result_and_exactly_its_eve
         assert_eq!(app.delete_task(&ann, id).await.status(), StatusCode::OK);
     }
     let bobs = app.create_task(&bob, json!({"title": "Bob's"})).await;
-    let before = events_in_log(&app).await;
+    let before = app.events_in_log().await;
 
     let mut commands = Vec::new();
     let mut expected: Vec<u16> = Vec::new();
@@ -111,7 +104,7 @@ async fn a_batch_of_100_mixed_commands_gives_each_its_result_and_exactly_its_eve
     assert_eq!(stream.last().unwrap().data["title"], "step 16");
 
     // 39 creates + 18 patches + 10 deletes + 10 restores + 17 titles.
-    assert_eq!(events_in_log(&app).await - before, 39 + 18 + 10 + 10 + 17);
+    assert_eq!(app.events_in_log().await - before, 39 + 18 + 10 + 10 + 17);
     for r in got.iter().filter(|r| r["status"] == 201) {
         let id = r["body"]["id"].as_str().unwrap();
         assert_eq!(app.stream(id).await.len(), 1);
@@ -122,7 +115,7 @@ async fn a_batch_of_100_mixed_commands_gives_each_its_result_and_exactly_its_eve
 async fn a_malformed_batch_is_400_and_changes_nothing() {
     let app = spawn_app().await;
     let user = app.register(&unique_email()).await;
-    let before = events_in_log(&app).await;
+    let before = app.events_in_log().await;
     let too_many: Vec<Value> = (0..101)
         .map(|_| json!({"op": "create", "body": {"title": "x"}}))
         .collect();
@@ -140,7 +133,7 @@ async fn a_malformed_batch_is_400_and_changes_nothing() {
         )
         .await;
     }
-    assert_eq!(events_in_log(&app).await, before);
+    assert_eq!(app.events_in_log().await, before);
 }
 
 #[tokio::test]
@@ -171,11 +164,11 @@ async fn a_batch_retried_with_its_key_replays_the_results_and_appends_nothing_mo
         {"op": "create", "body": {"title": "b"}},
     ]});
     let first = results(batch(&app, &user, &body, Some("batch-1")).await).await;
-    let after_first = events_in_log(&app).await;
+    let after_first = app.events_in_log().await;
     let again = batch(&app, &user, &body, Some("batch-1")).await;
     assert!(again.headers().get("idempotent-replayed").is_some());
     assert_eq!(results(again).await, first);
-    assert_eq!(events_in_log(&app).await, after_first);
+    assert_eq!(app.events_in_log().await, after_first);
 
     let other = json!({"commands": [{"op": "create", "body": {"title": "c"}}]});
     problem(

@@ -1,7 +1,7 @@
 //! `spawn_app()`: a fresh database, the real service on a random port, and a
 //! reqwest client with request helpers. Logs only when `TEST_LOG` is set.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -10,23 +10,16 @@ use sqlx::{ConnectOptions, PgPool};
 use tasklog_command::{Application, Settings};
 use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::postgres::PgEventStore;
+use tasklog_events::store::postgres::testing::count_of_type;
 use tasklog_events::{EventStore, RecordedEvent};
 use tasklog_platform::config::Env;
 use tasklog_platform::data_key::DEV_KEY;
-use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TestDb, logs_when_asked, redis_prefix, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(
-            &Env::from_pairs([("RUST_LOG", level.as_str())]),
-            "test",
-        );
-    }
-});
+pub use tasklog_platform::testing::problem;
 
 pub struct TestApp {
     pub address: String,
@@ -83,7 +76,7 @@ pub fn settings(database_url: &str, env: &[(String, String)]) -> Settings {
 }
 
 pub async fn start(db: Arc<TestDb>, database_url: String, env: Vec<(String, String)>) -> TestApp {
-    LazyLock::force(&TRACING);
+    logs_when_asked();
     let app = Application::build(settings(&database_url, &env))
         .await
         .expect("the app builds");
@@ -135,6 +128,20 @@ impl TestApp {
     /// The log as stored: task payloads sealed.
     pub fn raw_store(&self) -> PgEventStore {
         PgEventStore::new(self.db.pool().clone())
+    }
+
+    /// How many events the log holds, counted by the store (the Postgres
+    /// adapter counts its table): `read_all` stops below the oldest
+    /// transaction of the whole server, which other tests running in
+    /// parallel hold back.
+    pub async fn events_in_log(&self) -> i64 {
+        let (n, _) = self.raw_store().count_after(None, 1_000_000).await.unwrap();
+        i64::try_from(n).unwrap()
+    }
+
+    /// How many events of `event_type` the log holds.
+    pub async fn events_of_type(&self, event_type: &str) -> i64 {
+        count_of_type(self.pool(), event_type).await.unwrap()
     }
 
     pub async fn stream(&self, task_id: &str) -> Vec<RecordedEvent> {
@@ -204,21 +211,6 @@ impl TestApp {
             .await
             .expect("request sent")
     }
-}
-
-/// Asserts a problem+json answer with this status and returns its body.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    body
 }
 
 /// The fields a 4xx problem names.

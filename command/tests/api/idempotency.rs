@@ -25,14 +25,6 @@ async fn created(response: Response) -> (Value, bool) {
     (body, replayed)
 }
 
-/// Counted by the store (the Postgres adapter counts its table): `read_all`
-/// stops below the oldest transaction of the whole server, which other tests
-/// running in parallel hold back.
-async fn events_in_log(app: &TestApp) -> i64 {
-    let (n, _) = app.store().count_after(None, 1_000).await.unwrap();
-    i64::try_from(n).unwrap()
-}
-
 #[tokio::test]
 async fn a_retry_with_the_same_key_and_body_replays_the_first_response() {
     let app = spawn_app().await;
@@ -50,7 +42,7 @@ async fn a_retry_with_the_same_key_and_body_replays_the_first_response() {
     let (second, replayed) = created(retry).await;
     assert!(replayed);
     assert_eq!(second, first);
-    assert_eq!(events_in_log(&app).await, 1);
+    assert_eq!(app.events_in_log().await, 1);
     let events = app.stream(first["id"].as_str().unwrap()).await;
     assert_eq!(events[0].metadata.causation_id.as_deref(), Some("key-1"));
 }
@@ -63,7 +55,7 @@ async fn the_same_key_with_another_body_is_422_and_creates_nothing() {
     let other = post_with_key(&app, &user, "key-2", r#"{"title": "Bread"}"#).await;
     let p = problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(fields(&p), ["Idempotency-Key"]);
-    assert_eq!(events_in_log(&app).await, 1);
+    assert_eq!(app.events_in_log().await, 1);
 }
 
 #[tokio::test]
@@ -90,7 +82,7 @@ async fn keys_belong_to_their_user() {
         created(post_with_key(&app, &bob, "shared", r#"{"title": "T"}"#).await).await;
     assert!(!replayed);
     assert_ne!(a["id"], b["id"]);
-    assert_eq!(events_in_log(&app).await, 2);
+    assert_eq!(app.events_in_log().await, 2);
 }
 
 #[tokio::test]
@@ -104,7 +96,7 @@ async fn a_replay_survives_a_restart_of_the_service() {
         created(post_with_key(&app, &user, "restart", r#"{"title": "T"}"#).await).await;
     assert!(replayed);
     assert_eq!(again, first);
-    assert_eq!(events_in_log(&app).await, 1);
+    assert_eq!(app.events_in_log().await, 1);
 }
 
 #[tokio::test]
@@ -120,7 +112,7 @@ async fn identical_requests_racing_create_one_task_and_all_get_its_ack() {
         acks.push(created(response).await.0);
     }
     assert!(acks.iter().all(|a| *a == acks[0]), "{acks:?}");
-    assert_eq!(events_in_log(&app).await, 1);
+    assert_eq!(app.events_in_log().await, 1);
 }
 
 #[tokio::test]
@@ -135,7 +127,7 @@ async fn a_crash_after_the_append_before_storing_the_response_is_answered_with_t
         .unwrap();
     let (again, _) = created(post_with_key(&app, &user, "crash", r#"{"title": "T"}"#).await).await;
     assert_eq!(again, first, "same id, version and position");
-    assert_eq!(events_in_log(&app).await, 1);
+    assert_eq!(app.events_in_log().await, 1);
     let stored: Option<Value> =
         sqlx::query_scalar("SELECT response FROM accounts.idempotency_keys")
             .fetch_one(app.pool())

@@ -23,13 +23,6 @@ async fn forget_answer(app: &TestApp, user: &User, key: &str) {
     assert_eq!(forgotten.rows_affected(), 1);
 }
 
-async fn events_in_log(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM eventlog.events")
-        .fetch_one(app.pool())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_restore_retried_after_a_crash_answers_as_the_first_time() {
     let app = spawn_app().await;
@@ -90,7 +83,7 @@ async fn a_batch_retried_after_a_crash_answers_as_the_first_time_and_appends_not
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, vec![201, 200, 200, 201, 404]);
-    let logged = events_in_log(&app).await;
+    let logged = app.events_in_log().await;
     forget_answer(&app, &user, &key).await;
 
     let again = send().send().await.unwrap();
@@ -100,11 +93,10 @@ async fn a_batch_retried_after_a_crash_answers_as_the_first_time_and_appends_not
         "it ran again"
     );
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    assert_eq!(events_in_log(&app).await, logged, "nothing appended twice");
-    let made: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM eventlog.events WHERE event_type = 'TaskCreated'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(made, 4, "two tasks before, two by the batch");
+    assert_eq!(app.events_in_log().await, logged, "nothing appended twice");
+    assert_eq!(
+        app.events_of_type("TaskCreated").await,
+        4,
+        "two tasks before, two by the batch"
+    );
 }

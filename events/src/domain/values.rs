@@ -36,6 +36,12 @@ macro_rules! id_type {
                 self.0.fmt(f)
             }
         }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
     };
 }
 

@@ -4,8 +4,11 @@
 //! only the command service makes and destroys keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use quick_cache::sync::Cache;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -29,19 +32,39 @@ pub trait KeyRing: Send + Sync + 'static {
     /// # Errors
     /// As `keys`.
     async fn key_for_writing(&self, owner: Uuid) -> Result<Option<DataKey>, StoreError>;
+
+    /// Drops what is remembered of `owner`'s key: called when the account is
+    /// erased, so this process seals nothing more under it.
+    fn forget(&self, owner: Uuid) {
+        let _ = owner;
+    }
 }
 
-/// The keys in Postgres. Nothing is cached: a key destroyed by an erasure
-/// must stop opening payloads at once in every service.
+/// The keys in Postgres. Keys for reading are never cached: a key destroyed
+/// by an erasure must stop opening payloads at once in every service. Keys
+/// for writing are remembered for [`WRITE_KEY_TTL`], which saves a round trip
+/// per create and patch: sealing under a key another instance has just
+/// destroyed writes text nobody can read any more, which is what the erasure
+/// asked for, and this process forgets the key as it logs the erasure.
 #[derive(Clone)]
 pub struct PgKeyRing {
     pool: PgPool,
     kek: KeyEncryptionKey,
+    for_writing: Arc<Cache<Uuid, (DataKey, Instant)>>,
 }
+
+/// How long a key for writing is used without reading it again.
+pub const WRITE_KEY_TTL: Duration = Duration::from_secs(60);
+/// Accounts whose write keys are remembered at once (32 bytes each).
+const WRITE_KEYS_KEPT: usize = 10_000;
 
 impl PgKeyRing {
     pub fn new(pool: PgPool, kek: KeyEncryptionKey) -> Self {
-        Self { pool, kek }
+        Self {
+            pool,
+            kek,
+            for_writing: Arc::new(Cache::new(WRITE_KEYS_KEPT)),
+        }
     }
 
     fn unwrap_key(&self, owner: Uuid, wrapped: &[u8]) -> Result<DataKey, StoreError> {
@@ -84,6 +107,26 @@ impl KeyRing for PgKeyRing {
     }
 
     async fn key_for_writing(&self, owner: Uuid) -> Result<Option<DataKey>, StoreError> {
+        if let Some((key, since)) = self.for_writing.get(&owner) {
+            if since.elapsed() < WRITE_KEY_TTL {
+                return Ok(Some(key));
+            }
+        }
+        let key = self.stored_or_new_key(owner).await?;
+        if let Some(key) = &key {
+            self.for_writing
+                .insert(owner, (key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+
+    fn forget(&self, owner: Uuid) {
+        self.for_writing.remove(&owner);
+    }
+}
+
+impl PgKeyRing {
+    async fn stored_or_new_key(&self, owner: Uuid) -> Result<Option<DataKey>, StoreError> {
         if let Some(key) = self.keys(&[owner]).await?.remove(&owner) {
             return Ok(Some(key));
         }

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::{DataKey, KeyRing, is_sealed, open, seal};
+use crate::erasure;
 use crate::store::{
     AppendOutcome, EventBatches, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
     StoreError,
@@ -89,6 +90,13 @@ impl EventStore for SealedStore {
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
+        // Logging an erasure: nothing more is sealed here under that key.
+        if let Some(user) = stream_id
+            .strip_prefix(erasure::STREAM_PREFIX)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            self.keys.forget(user);
+        }
         if stream_id.starts_with(SEALED_STREAMS) {
             let mut keys: HashMap<Uuid, DataKey> = HashMap::new();
             // Already sealed (a copied log): the ciphertext goes as it is.

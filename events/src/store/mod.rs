@@ -9,6 +9,7 @@ pub mod eventstoredb;
 mod open;
 mod position;
 pub mod postgres;
+pub mod shared;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,10 +1,13 @@
 //! Security headers, CORS, compression, body limit, timeout, panics and
 //! request ids, each on real answers.
 
+use reqwest::StatusCode;
 use tasklog_platform::config::Environment;
 use uuid::Uuid;
 
-use crate::support::{Options, header, problem, spawn, spawn_with, token};
+use tasklog_platform::testing::problem;
+
+use crate::support::{Options, header, spawn, spawn_with, token};
 
 fn assert_security_headers(response: &reqwest::Response, hsts: bool) {
     let path = response.url().path().to_owned();
@@ -44,7 +47,7 @@ async fn every_answer_carries_the_security_headers() {
     assert_security_headers(&ok, false);
     let missing = app.get("/no/such/route").send().await.unwrap();
     assert_security_headers(&missing, false);
-    problem(missing, 404).await;
+    problem(missing, StatusCode::NOT_FOUND).await;
     for (response, status) in [
         (app.get("/v1/me").send().await.unwrap(), 401),
         (app.post("/v1/small").send().await.unwrap(), 405),
@@ -166,7 +169,7 @@ async fn a_body_over_64_kib_is_a_413_problem() {
     let app = spawn(&[]).await;
     let body = serde_json::json!({"text": "x".repeat(70 * 1024)});
     let response = app.post("/v1/echo").json(&body).send().await.unwrap();
-    problem(response, 413).await;
+    problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     let fits = serde_json::json!({"text": "x".repeat(60 * 1024)});
     assert_eq!(
         app.post("/v1/echo")
@@ -182,7 +185,11 @@ async fn a_body_over_64_kib_is_a_413_problem() {
 #[tokio::test]
 async fn a_request_over_the_timeout_is_a_504_problem() {
     let app = spawn(&[("REQUEST_TIMEOUT_MS", "100")]).await;
-    let body = problem(app.get("/v1/slow").send().await.unwrap(), 504).await;
+    let body = problem(
+        app.get("/v1/slow").send().await.unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+    )
+    .await;
     assert_eq!(body["type"], "/problems/timeout");
     assert_eq!(app.get("/v1/small").send().await.unwrap().status(), 200);
 }
@@ -197,7 +204,7 @@ async fn a_panicking_handler_is_a_500_problem_that_tells_nothing() {
         .await
         .unwrap();
     assert_eq!(header(&response, "x-request-id"), Some("panic-42"));
-    let body = problem(response, 500).await;
+    let body = problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
     let text = body.to_string();
     assert!(!text.contains("secret"), "{text}");
     assert!(body.get("detail").is_none(), "{text}");

@@ -3,12 +3,15 @@
 //! budgets no forged token can spend.
 
 use redis::AsyncCommands;
+use reqwest::StatusCode;
 use tasklog_platform::testing::{
     delete_cluster_prefix, redis_cluster_urls, redis_prefix, redis_url,
 };
 use uuid::Uuid;
 
-use crate::support::{Options, header, problem, spawn, spawn_with, token};
+use tasklog_platform::testing::problem;
+
+use crate::support::{Options, header, spawn, spawn_with, token};
 
 #[tokio::test]
 async fn past_the_limit_is_a_429_with_retry_after_and_ratelimit_headers() {
@@ -33,7 +36,7 @@ async fn past_the_limit_is_a_429_with_retry_after_and_ratelimit_headers() {
         header(&refused, "ratelimit-reset").unwrap(),
         retry.to_string()
     );
-    let body = problem(refused, 429).await;
+    let body = problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(body["type"], "/problems/rate-limited");
 }
 
@@ -62,7 +65,7 @@ async fn two_instances_sharing_redis_share_each_budget() {
         assert_eq!(response.status(), 200);
     }
     let refused = b.get("/v1/me").bearer_auth(&alice).send().await.unwrap();
-    problem(refused, 429).await;
+    problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
     let other_user = b.get("/v1/me").bearer_auth(&bob).send().await.unwrap();
     assert_eq!(
         other_user.status(),
@@ -85,7 +88,7 @@ async fn with_redis_unreachable_requests_pass_and_the_local_limiter_still_limits
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "ratelimit-remaining"), Some(remaining));
     }
-    problem(app.login().await, 429).await;
+    problem(app.login().await, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(app.get("/v1/small").send().await.unwrap().status(), 200);
 }
 
@@ -247,7 +250,7 @@ async fn two_instances_on_a_redis_cluster_share_each_budget() {
     }
     problem(
         b.get("/v1/me").bearer_auth(&alice).send().await.unwrap(),
-        429,
+        StatusCode::TOO_MANY_REQUESTS,
     )
     .await;
 

@@ -189,15 +189,3 @@ impl Server {
 pub fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
-
-/// Asserts a problem+json answer with this status and returns its body.
-pub async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    assert_eq!(
-        header(&response, "content-type"),
-        Some("application/problem+json")
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    body
-}

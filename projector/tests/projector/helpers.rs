@@ -3,7 +3,7 @@
 //! projector wrote.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,23 +17,13 @@ use tasklog_events::task_stream::to_new_event;
 use tasklog_events::{EventStore, ExpectedVersion, Metadata, Position};
 use tasklog_platform::config::{Env, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::testing::{TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TestDb, logs_when_asked, redis_prefix, redis_url};
 use tasklog_projector::counts::CountsProjection;
 use tasklog_projector::{Application, Settings};
 use tasklog_readmodel::counts::{CountKeys, partition_of};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(
-            &Env::from_pairs([("RUST_LOG", level.as_str())]),
-            "test",
-        );
-    }
-});
 
 /// One test's world: its database (with the Postgres log), its Redis prefix.
 pub struct World {
@@ -46,7 +36,7 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
-        LazyLock::force(&TRACING);
+        logs_when_asked();
         let db = Arc::new(TestDb::new().await.expect("test database"));
         let store = Arc::new(
             PgEventStore::new(db.pool().clone()).with_poll_interval(Duration::from_millis(100)),

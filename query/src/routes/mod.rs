@@ -2,7 +2,6 @@
 
 pub(crate) mod changes;
 pub(crate) mod openapi;
-mod path;
 pub(crate) mod stats;
 pub(crate) mod tasks;
 pub(crate) mod trash;

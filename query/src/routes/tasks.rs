@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use tasklog_platform::http::{IdPath, etag};
 use tasklog_platform::{ApiError, Problem};
 use utoipa::ToSchema;
 
-use super::path::TaskPath;
 use crate::consistency::Reader;
 use crate::listing::{ListQuery, Paging, QueryParams};
 use crate::read_model::{self, TaskView, db_error};
@@ -144,12 +144,6 @@ fn json_body(body: Bytes) -> Response {
         .into_response()
 }
 
-/// `"<version>"`: digits in quotes, always a valid header value.
-fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
 /// Whether `If-None-Match` names this version (weak comparison, RFC 9110 §13.1.2).
 fn not_modified(headers: &HeaderMap, version: i64) -> bool {
     let wanted = format!("\"{version}\"");
@@ -179,7 +173,7 @@ fn not_modified(headers: &HeaderMap, version: i64) -> bool {
 pub(crate) async fn show(
     reader: Reader,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -208,7 +202,7 @@ pub(crate) async fn show(
 pub(crate) async fn history(
     reader: Reader,
     State(app): State<AppState>,
-    TaskPath(id): TaskPath,
+    IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let events = timeline::history(app.store.as_ref(), reader.user, id)
         .await?

@@ -6,7 +6,7 @@
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -20,21 +20,13 @@ use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Posit
 use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
 use tasklog_platform::config::{Env, Environment, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
-use tasklog_platform::testing::{TcpProxy, TestDb, redis_prefix, redis_url};
+use tasklog_platform::testing::{TcpProxy, TestDb, logs_when_asked, redis_prefix, redis_url};
 use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let _ = tasklog_platform::telemetry::init(
-            &Env::from_pairs([("RUST_LOG", level.as_str())]),
-            "test",
-        );
-    }
-});
+pub use tasklog_platform::testing::problem;
 
 static SIGNER: LazyLock<Arc<TokenSigner>> = LazyLock::new(|| {
     JwtKeys::from_env(
@@ -199,7 +191,7 @@ async fn spawn(
     read_only: bool,
     migrate_log: bool,
 ) -> TestApp {
-    LazyLock::force(&TRACING);
+    logs_when_asked();
     let db = Arc::new(TestDb::new().await.expect("test database"));
     let role = read_only.then(|| QueryRole::create(&db));
     let prefix = redis_prefix();
@@ -517,21 +509,6 @@ async fn append_to(
         .append(&id.stream_id(), expected, new_events)
         .await
         .expect("append")
-}
-
-/// Asserts a problem+json answer with this status and returns its body.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status.as_u16());
-    body
 }
 
 /// The field a 400 names.

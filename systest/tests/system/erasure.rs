@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tasklog_events::store::postgres::testing::stored_payloads;
 use tasklog_systest::{Api, Session, System};
 use uuid::Uuid;
 
@@ -183,13 +184,9 @@ async fn an_erased_users_text_is_gone_from_every_database_and_redis_and_others_k
         before.contains(&secrets[1]),
         "the read model holds the title"
     );
-    let log: Vec<String> = sqlx::query_scalar(
-        "SELECT data::text FROM eventlog.events WHERE metadata->>'owner_id' = $1",
-    )
-    .bind(&alice.user_id)
-    .fetch_all(system.db.pool())
-    .await
-    .unwrap();
+    let log = stored_payloads(system.db.pool(), &alice.user_id)
+        .await
+        .unwrap();
     assert!(log.len() >= 4);
     for data in &log {
         assert!(data.contains("\"sealed\""), "{data}");

@@ -3,6 +3,8 @@
 mod group_commit;
 mod migrate;
 mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

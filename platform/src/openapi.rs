@@ -1,10 +1,49 @@
-//! OpenAPI links: how the id in one operation's answer feeds the next
-//! operation (create → change, list → detail → history), so a stateful
-//! fuzzer or a client generator can walk the API with real ids.
+//! `/openapi.json`: a service's OpenAPI 3.1 document (generated from its
+//! handlers' annotations, so it cannot drift from the code) with what every
+//! service adds to it: the bearer scheme, and links saying how the id in
+//! one operation's answer feeds the next (create → change, list → detail →
+//! history), so a stateful fuzzer or a client generator can walk the API
+//! with real ids.
 
+use axum::routing::get;
+use axum::{Json, Router};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
+
+/// `/openapi.json`, answering `document()` (built on each call: cheap, and
+/// rarely asked for) with the bearer scheme and `links` added.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    document: fn() -> OpenApi,
+    links: &'static [Link],
+) -> Router<S> {
+    Router::new().route(
+        "/openapi.json",
+        get(move || async move { Json(to_json(&complete(document(), links))) }),
+    )
+}
+
+/// The document with the bearer scheme (`security(("bearer" = []))` on the
+/// handlers) and `links` added.
+fn complete(mut doc: OpenApi, links: &[Link]) -> OpenApi {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    let missing = add(&mut doc, links);
+    debug_assert!(
+        missing.is_empty(),
+        "links from absent operations: {missing:?}"
+    );
+    doc
+}
 
 /// Which operation of a path.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +128,8 @@ fn operation_ids(doc: &OpenApi) -> Vec<String> {
         .collect()
 }
 
-/// The document as JSON, with each link's fields in OpenAPI's spelling:
+/// The document as JSON, with each link's fields in OpenAPI's spelling
+/// (which `router` serves):
 /// utoipa 5.5 writes a link's `operationId` and `operationRef` in snake
 /// case, which no tool reads (schemathesis refuses such links).
 pub fn to_json(doc: &OpenApi) -> serde_json::Value {
