@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod event_store;
+pub mod migrations;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tasklog_events::store::postgres::migrate_schema;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
@@ -14,12 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, LoginLockout, PasswordError, Passwords};
 use crate::event_store::open_event_store;
+use crate::migrations;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::webhooks::Webhooks;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// What only this service cannot start without (`StartError::Service`).
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +45,7 @@ impl Application {
         let signer = settings.jwt.signer.clone();
         let signer = signer.ok_or_else(|| StartError::service(CommandStartError::NoSigner))?;
         let db = database::pool(&settings.database, "tasklog-command")?;
-        retry_until_ok("migrating the accounts schema", || {
-            migrate_schema(&db, "accounts", &MIGRATOR)
-        })
-        .await;
+        retry_until_ok("migrating the accounts schema", || migrations::migrate(&db)).await;
         let store = open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key)
             .await
             .map_err(StartError::event_store)?;

@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, Request};
@@ -68,8 +70,23 @@ impl FromStr for IpBlock {
 }
 
 /// The proxies allowed to tell us the client's address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpBlock>);
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    blocks: Vec<IpBlock>,
+    /// Whether this service said that it ignores `X-Forwarded-For` from an
+    /// untrusted peer: once, so a misconfigured proxy in front (every client
+    /// then shares the proxy's per-IP limits) is seen in the log without
+    /// flooding it.
+    warned: Arc<AtomicBool>,
+}
+
+impl PartialEq for TrustedProxies {
+    fn eq(&self, other: &Self) -> bool {
+        self.blocks == other.blocks
+    }
+}
+
+impl Eq for TrustedProxies {}
 
 impl TrustedProxies {
     /// Reads `TRUSTED_PROXIES`: comma-separated addresses or CIDR blocks;
@@ -89,21 +106,27 @@ impl TrustedProxies {
                     .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))
             })
             .collect::<Result<_, _>>()
-            .map(Self)
+            .map(Self::new)
     }
 
     pub fn new(blocks: Vec<IpBlock>) -> Self {
-        Self(blocks)
+        Self {
+            blocks,
+            warned: Arc::default(),
+        }
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|block| block.contains(ip))
+        self.blocks.iter().any(|block| block.contains(ip))
     }
 
     /// The client's address given the TCP peer and the request headers.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer.to_canonical();
         if !self.is_trusted(client) {
+            if headers.contains_key(&X_FORWARDED_FOR) {
+                self.warn_once(client);
+            }
             return client;
         }
         // Several X-Forwarded-For headers read as one list, in order.
@@ -123,6 +146,18 @@ impl TrustedProxies {
             }
         }
         client
+    }
+
+    fn warn_once(&self, peer: IpAddr) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For from a peer TRUSTED_PROXIES does not name: ignored, the peer is the \
+             client. Behind a gateway, set TRUSTED_PROXIES to its addresses, or every client \
+             shares its per-IP limits (logged once)"
+        );
     }
 
     /// The client's address of a request served with connect info; without it

@@ -33,6 +33,8 @@ pub mod telemetry;
 pub mod throttle;
 
 #[cfg(feature = "testing")]
+pub mod test_roles;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use problem::{ApiError, FieldError, Problem};

@@ -76,11 +76,18 @@ fn operation<'d>(doc: &'d mut OpenApi, path: &str, method: Method) -> Option<&'d
     }
 }
 
-/// Adds each link to the document; a link whose source is not in it is a
+/// Adds each link to the document; a link whose source is not in it, or
+/// whose target is not exactly one operation's id (OpenAPI wants them
+/// unique, and a fuzzer follows a shared one to the wrong operation), is a
 /// bug the services' tests catch (`missing` names them).
 pub fn add(doc: &mut OpenApi, links: &[Link]) -> Vec<Link> {
+    let ids = operation_ids(doc);
     let mut missing = Vec::new();
     for link in links {
+        if ids.iter().filter(|id| *id == link.target).count() != 1 {
+            missing.push(*link);
+            continue;
+        }
         let response = operation(doc, link.path, link.method)
             .and_then(|op| op.responses.responses.get_mut(link.status));
         let Some(RefOr::T(response)) = response else {
@@ -98,6 +105,27 @@ pub fn add(doc: &mut OpenApi, links: &[Link]) -> Vec<Link> {
         );
     }
     missing
+}
+
+/// Every operation's id, as often as it is given.
+fn operation_ids(doc: &OpenApi) -> Vec<String> {
+    doc.paths
+        .paths
+        .values()
+        .flat_map(|item| {
+            [
+                &item.get,
+                &item.put,
+                &item.post,
+                &item.delete,
+                &item.options,
+                &item.head,
+                &item.patch,
+                &item.trace,
+            ]
+        })
+        .filter_map(|op| op.as_ref()?.operation_id.clone())
+        .collect()
 }
 
 /// The document as JSON, with each link's fields in OpenAPI's spelling
@@ -137,4 +165,59 @@ pub fn to_json(doc: &OpenApi) -> serde_json::Value {
         }
     }
     json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{OpenApiBuilder, PathsBuilder, ResponseBuilder};
+
+    fn op(id: &str, status: &str) -> Operation {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .response(status, ResponseBuilder::new().description("it"))
+            .build()
+    }
+
+    fn doc(delete_of_webhooks: &str) -> OpenApi {
+        OpenApiBuilder::new()
+            .paths(
+                PathsBuilder::new()
+                    .path(
+                        "/tasks",
+                        PathItem::new(HttpMethod::Post, op("create", "201")),
+                    )
+                    .path(
+                        "/tasks/{id}",
+                        PathItem::new(HttpMethod::Delete, op("delete", "204")),
+                    )
+                    .path(
+                        "/webhooks/{id}",
+                        PathItem::new(HttpMethod::Delete, op(delete_of_webhooks, "204")),
+                    ),
+            )
+            .build()
+    }
+
+    const LINK: Link = Link {
+        path: "/tasks",
+        method: Method::Post,
+        status: "201",
+        target: "delete",
+        id_from: "$response.body#/id",
+    };
+
+    #[test]
+    fn a_link_to_an_operation_id_two_operations_share_is_refused() {
+        let mut shared = doc("delete");
+        assert_eq!(add(&mut shared, &[LINK]).len(), 1);
+        let mut unique = doc("delete_webhook");
+        assert!(add(&mut unique, &[LINK]).is_empty());
+        let json = to_json(&unique);
+        assert_eq!(
+            json["paths"]["/tasks"]["post"]["responses"]["201"]["links"]["delete"]["operationId"],
+            "delete"
+        );
+    }
 }

@@ -40,6 +40,10 @@ struct Cli {
 enum Command {
     /// Tail the log and keep the read model and the counts up to date.
     Run,
+    /// Apply the read model's migrations as the owner and exit (the
+    /// deploy's migrate step, after `tasklog-command migrate`, before `run`
+    /// starts as its runtime role).
+    Migrate,
     /// Replay the whole log into a fresh generation and swap it in without downtime.
     Rebuild {
         /// Connections building indexes at once.
@@ -246,6 +250,16 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Migrate => {
+            // The log is the command service's to migrate (`tasklog-command
+            // migrate`); the read model is this one's, on its own server or not.
+            let db = database::pool(&settings.readmodel, SERVICE_NAME)?;
+            tokio::time::timeout(Duration::from_secs(30), migrate(&db))
+                .await
+                .context("Postgres did not become reachable within 30 s")??;
+            println!("the read model is migrated");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
             let (db, store, redis) = connect(&settings).await?;

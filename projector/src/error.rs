@@ -13,6 +13,13 @@ pub enum ProjectorError {
     Store(#[from] StoreError),
     #[error("migrating the read model failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The role connected may not make tables, which a rebuild does: a
+    /// runtime role of `deploy/postgres/roles.sql` (run it as the owner).
+    #[error(
+        "role {0} may not create tables in the readmodel schema: run `rebuild` as the owner \
+         (the migrate step's DATABASE_URL; deploy/README.md, \"Database roles\")"
+    )]
+    NotOwner(String),
     /// Something else holds what this needs (another rebuild).
     #[error("{0}")]
     Busy(String),

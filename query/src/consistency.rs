@@ -112,12 +112,7 @@ impl FromRequestParts<AppState> for Reader {
                 route: Route::Published,
             });
         };
-        if min > state.projection.current() && !log_has_reached(state, min).await? {
-            return Err(ApiError::bad_param(
-                "X-Min-Position",
-                "is beyond the log's head: no write has produced that position",
-            ));
-        }
+        refuse_beyond_head(state, min, state.projection.current()).await?;
         let outcome = state
             .projection
             .wait_for(min, state.min_position_timeout)
@@ -146,8 +141,28 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
-/// Whether the log has reached `min`; only asked when the projection has
-/// not, so reads without a fresh write never pay for it.
+/// A 400 for a `min` past the log's head: no write produced it, so waiting
+/// for it could only end in a 503. `reached` is where the caller's
+/// projection is; the head is asked only beyond it, so reads without a
+/// fresh write never pay for it.
+///
+/// # Errors
+/// 400 beyond the head, 503 when the head cannot be read.
+pub(crate) async fn refuse_beyond_head(
+    state: &AppState,
+    min: u64,
+    reached: u64,
+) -> Result<(), ApiError> {
+    if min > reached && !log_has_reached(state, min).await? {
+        return Err(ApiError::bad_param(
+            "X-Min-Position",
+            "is beyond the log's head: no write has produced that position",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the log has reached `min`.
 async fn log_has_reached(state: &AppState, min: u64) -> Result<bool, ApiError> {
     state.log_head.has_reached(min).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the log's head");

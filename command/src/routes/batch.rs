@@ -183,7 +183,7 @@ fn result(outcome: Result<(StatusCode, Ack), ApiError>) -> BatchResult {
 
 #[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = BatchRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "covers the whole batch: a retry with the same body replays the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "covers the whole batch: a retry with the same body replays the first response", min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 200, description = "every command's result, in order: 201 or 200 with an Ack, or its problem (404, 409, 412, 422, 503)", body = BatchResponse),
         (status = 400, description = "malformed JSON, or not {commands: [...]} with 1 to 100 commands", body = Problem, content_type = "application/problem+json"),

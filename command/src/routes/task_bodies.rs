@@ -38,8 +38,10 @@ pub(crate) enum PriorityName {
 #[schema(as = NewTask)]
 pub(crate) struct NewTaskRequest {
     /// 1 to 200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: String,
     /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
     description: Option<String>,
     #[schema(value_type = Option<StatusName>)]
     status: Option<String>,
@@ -66,10 +68,10 @@ where
 #[schema(as = TaskPatch)]
 pub(crate) struct TaskPatchRequest {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"\S")]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<StatusName>)]

@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/restore", tag = "tasks", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "\"<version>\": restore only at that version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "up to 255 characters; a retry replays the first response")),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "up to 255 characters; a retry replays the first response", min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 200, description = "the task is live again, as it was when deleted", body = Ack, headers(("ETag" = String))),
         (status = 404, description = "absent or not yours", body = Problem, content_type = "application/problem+json"),

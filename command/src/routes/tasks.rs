@@ -56,7 +56,7 @@ pub(super) fn context(
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = NewTaskRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "up to 255 characters; a retry with the same body replays the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "up to 255 characters; a retry with the same body replays the first response", min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 201, body = Ack, headers(("Location" = String), ("ETag" = String))),
         (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),

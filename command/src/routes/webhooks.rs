@@ -69,7 +69,7 @@ pub(crate) struct ReplayRequest {
     after: u64,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks", request_body = NewWebhook,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "subscribed from the log's head on; the secret is shown only here", body = CreatedWebhook, headers(("Location" = String))),
@@ -103,7 +103,7 @@ pub(crate) async fn create(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks", security(("bearer" = [])),
     responses((status = 200, body = WebhookList),
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list(
@@ -115,7 +115,7 @@ pub(crate) async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "show_webhook", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Subscription),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -128,7 +128,7 @@ pub(crate) async fn show(
     Ok(Json(app.webhooks.get(user.id, id).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "deleted with its delivery log; nothing more is sent"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -186,7 +186,7 @@ fn page_params(raw: Option<&str>) -> Result<(Option<i64>, u32), ApiError> {
     Ok((cursor, limit))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", operation_id = "webhook_deliveries", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 200, default 50")),
@@ -208,7 +208,7 @@ pub(crate) async fn deliveries(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks", request_body = ReplayRequest,
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", operation_id = "replay_webhook", tag = "webhooks", request_body = ReplayRequest,
     security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(

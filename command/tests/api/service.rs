@@ -87,6 +87,60 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
     );
 }
 
+/// What a fuzzer generates from the document is what the service accepts,
+/// so its stateful phase gets real ids to follow: each operation id names
+/// one operation (the links name them; `create` and `delete` were the
+/// tasks' and the webhooks' both), and an `Idempotency-Key` it sends is
+/// one the service takes (an empty one was a 422 for most creates).
+#[tokio::test]
+async fn the_openapi_document_names_each_operation_once_and_bounds_idempotency_keys() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "operation ids given twice: {ids:?}");
+    let links = &doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["links"];
+    assert_eq!(links["delete"]["operationId"], "delete", "{links}");
+    assert_eq!(
+        doc["paths"]["/v1/tasks/{id}"]["delete"]["operationId"],
+        "delete"
+    );
+    for (path, method) in [
+        ("/v1/tasks", "post"),
+        ("/v1/tasks/batch", "post"),
+        ("/v1/tasks/{id}/restore", "post"),
+    ] {
+        let key = doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{method} {path} documents Idempotency-Key"));
+        assert_eq!(
+            key["schema"]["type"], "string",
+            "{method} {path}: not nullable"
+        );
+        assert_eq!(key["schema"]["minLength"], 1, "{method} {path}");
+        assert_eq!(key["schema"]["maxLength"], 255, "{method} {path}");
+        assert!(key["schema"]["pattern"].is_string(), "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;

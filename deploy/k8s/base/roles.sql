@@ -11,11 +11,12 @@
 -- its own folder, and the Kubernetes migrate Job runs this same file.)
 --
 -- psql variables (-v name=value), each with a default:
---   owner           the role that owns the schemas and runs the migrations:
---                   the command service and the projector connect as it
---                   and apply theirs at start (so does `tasklog-projector
---                   rebuild`). Default: TASKLOG_OWNER, else the role
---                   running this script.
+--   owner           the role that owns the schemas and runs the migrations
+--                   (`tasklog-command migrate`, `tasklog-projector
+--                   migrate`: the deploy's migrate step) and
+--                   `tasklog-projector rebuild`; no service connects as it.
+--                   Default: TASKLOG_OWNER, else the role running this
+--                   script.
 --   owner_password  set the owner's password (default: leave it as it is;
 --                   or from TASKLOG_OWNER_PASSWORD).
 --   query_role      the query service's role: SELECT on the log and the
@@ -27,11 +28,10 @@
 --                   the projector's `run` (defaults tasklog_command and
 --                   tasklog_projector; passwords command_password and
 --                   projector_password, or TASKLOG_COMMAND_PASSWORD and
---                   TASKLOG_PROJECTOR_PASSWORD). They may connect only
---                   once the owner has applied every migration (the
---                   services then find nothing to do); until then, keep
---                   those services on the owner. `rebuild` makes tables:
---                   run it as the owner.
+--                   TASKLOG_PROJECTOR_PASSWORD). A service started as
+--                   one waits until the owner has applied every migration
+--                   it knows, then finds nothing to do. `rebuild` makes
+--                   tables: run it as the owner.
 --
 -- What the query role may do is what the query service does: read the
 -- `eventlog` and `readmodel` schemas, LISTEN, take no locks that block the

@@ -64,3 +64,49 @@ async fn a_finished_request_is_logged_with_id_route_status_latency_and_user() {
     assert_eq!(line["status"], 200);
     assert!(line["latency_ms"].as_f64().is_some(), "{line}");
 }
+
+// The default trusts no proxy; a gateway in front that TRUSTED_PROXIES does
+// not name is said once, not on every request.
+#[tokio::test(flavor = "current_thread")]
+async fn forwarded_for_from_an_untrusted_peer_is_logged_once() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tasklog_platform::telemetry::json_layer(captured.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn(&[]).await;
+    for _ in 0..3 {
+        let response = app
+            .get("/v1/items/abc")
+            .bearer_auth(token(Uuid::new_v4()))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("TRUSTED_PROXIES"))
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "once, in:\n{text}");
+    assert_eq!(lines[0]["peer"], "127.0.0.1");
+    let finished = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request finished")
+        .unwrap_or_else(|| panic!("no finished line in:\n{text}"));
+    assert_eq!(
+        finished["span"]["client_ip"], "127.0.0.1",
+        "the header was ignored"
+    );
+}

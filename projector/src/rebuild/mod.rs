@@ -119,6 +119,14 @@ pub async fn rebuild(
 ) -> Result<RebuildReport, ProjectorError> {
     let started = Instant::now();
     migrate(db).await?;
+    // Refused before anything starts, not at the first table it makes.
+    let (role, may_create): (String, bool) =
+        sqlx::query_as("SELECT current_user::text, has_schema_privilege('readmodel', 'CREATE')")
+            .fetch_one(db)
+            .await?;
+    if !may_create {
+        return Err(ProjectorError::NotOwner(role));
+    }
     let lock = (*db.connect_options())
         .clone()
         .application_name("tasklog-projector rebuild");

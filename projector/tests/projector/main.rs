@@ -7,4 +7,5 @@ mod measure;
 mod projection;
 mod rebuild;
 mod restore;
+mod runtime_role;
 mod service;

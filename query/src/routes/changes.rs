@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
 use crate::changes::{FeedQuery, StreamTask, parse_after};
-use crate::consistency::{Observed, min_position};
+use crate::consistency::{Observed, min_position, refuse_beyond_head};
 use crate::listing::QueryParams;
 use crate::read_model::{Change, changes_after, changes_position, db_error, rest_of_commit};
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub(crate) struct ChangePage {
         ("task_id" = Option<uuid::Uuid>, Query, description = "one task's changes"),
         ("since" = Option<String>, Query, description = "RFC 3339: recorded at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339: recorded before"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the feed has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the feed has reached this log position"),
     ),
     responses(
         (status = 200, body = ChangePage, headers(("X-Projection-Position" = u64, description = "the position the change feed had reached"))),
@@ -90,13 +90,18 @@ pub(crate) async fn feed(
 /// `readmodel.changes` (the feed, the trash).
 ///
 /// # Errors
-/// 400 for a bad header, 503 when the feed does not get there in time.
+/// 400 for a bad header or a position beyond the log's head, 503 when the
+/// feed does not get there in time.
 pub(crate) async fn reach_min_position(
     app: &AppState,
     headers: &HeaderMap,
     observed: Option<Extension<Observed>>,
 ) -> Result<(), ApiError> {
     let min = min_position(headers)?;
+    if let Some(min) = min {
+        let current = u64::try_from(app.changes.current()).unwrap_or(0);
+        refuse_beyond_head(app, min, current).await?;
+    }
     let reached = match min.and_then(|m| i64::try_from(m).ok()) {
         None => app.changes.current(),
         Some(min) => app

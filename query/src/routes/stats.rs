@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "stats", security(("bearer" = [])),
-    params(("X-Min-Position" = Option<u64>, Header, description = "answer only once the read model has reached this log position")),
+    params(("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the read model has reached this log position")),
     responses(
         (status = 200, body = Stats, headers(("X-Projection-Position" = u64), ("X-Stats-Source" = String, description = "redis or postgres"))),
         (status = 400, description = "bad X-Min-Position", body = Problem, content_type = "application/problem+json"),

@@ -61,17 +61,17 @@ pub(crate) struct History {
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
     params(
-        ("status" = Option<String>, Query, description = "todo, in_progress, done; repeatable or comma-separated (any of them)"),
-        ("priority" = Option<String>, Query, description = "low, medium, high, urgent; repeatable or comma-separated (any of them)"),
+        ("status" = Option<String>, Query, description = "todo, in_progress, done; repeatable or comma-separated (any of them)", pattern = r"^(todo|in_progress|done)(,(todo|in_progress|done))*$"),
+        ("priority" = Option<String>, Query, description = "low, medium, high, urgent; repeatable or comma-separated (any of them)", pattern = r"^(low|medium|high|urgent)(,(low|medium|high|urgent))*$"),
         ("tag" = Option<String>, Query, description = "tasks carrying this tag (case-insensitive); repeatable (all of them)"),
-        ("q" = Option<String>, Query, description = "case-insensitive substring of title or description, up to 200 characters"),
+        ("q" = Option<String>, Query, description = "case-insensitive substring of title or description, up to 200 characters", max_length = 200),
         ("due_before" = Option<String>, Query, description = "RFC 3339; due strictly before (tasks without a due date never match)"),
         ("due_after" = Option<String>, Query, description = "RFC 3339; due strictly after"),
-        ("sort" = Option<String>, Query, description = "created_at, updated_at, due_at, priority or title, optionally prefixed with - for descending; default -created_at; ties break on id. Tasks without a due date sort last ascending, first descending. Titles sort by code point"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("sort" = Option<String>, Query, description = "created_at, updated_at, due_at, priority or title, optionally prefixed with - for descending; default -created_at; ties break on id. Tasks without a due date sort last ascending, first descending. Titles sort by code point", pattern = r"^-?(created_at|updated_at|due_at|priority|title)$"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (same sort; opaque)"),
-        ("page" = Option<u32>, Query, description = "1-based page number (instead of cursor)"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the read model has reached this log position"),
+        ("page" = Option<u32>, Query, description = "1-based page number (instead of cursor)", minimum = 1),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the read model has reached this log position"),
     ),
     responses(
         (status = 200, body = TaskPage, headers(("X-Projection-Position" = u64))),
@@ -161,7 +161,7 @@ fn not_modified(headers: &HeaderMap, version: i64) -> bool {
         ("id" = uuid::Uuid, Path),
         ("as_of" = Option<String>, Query, description = "RFC 3339: the task as it stood then, folded from its events"),
         ("If-None-Match" = Option<String>, Header, description = "\"<version>\": 304 when the task is still at it"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the read model has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the read model has reached this log position"),
     ),
     responses(
         (status = 200, body = TaskView, headers(("ETag" = String), ("X-Projection-Position" = u64))),

@@ -29,11 +29,11 @@ pub(crate) struct TrashPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/trash", tag = "tasks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/trash", operation_id = "trash", tag = "tasks", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (opaque)"),
-        ("X-Min-Position" = Option<u64>, Header, description = "answer only once the change feed, which the trash is read from, has reached this log position"),
+        ("X-Min-Position" = Option<u64>, Header, nullable = false, description = "answer only once the change feed, which the trash is read from, has reached this log position"),
     ),
     responses(
         (status = 200, description = "deleted tasks, most recently deleted first, each with deleted_at and its state when deleted", body = TrashPage, headers(("X-Projection-Position" = u64, description = "the position the change feed had reached"))),

@@ -38,6 +38,9 @@ async fn a_read_right_after_a_write_sees_it_with_x_min_position() {
         format!("/v1/tasks/{id}"),
         "/v1/tasks".to_owned(),
         "/v1/stats".to_owned(),
+        // The change feed and the trash wait on the feed's projection.
+        "/v1/changes?after=0".to_owned(),
+        "/v1/trash".to_owned(),
     ] {
         let response = with_min(&app, &alice, &path, min).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -102,6 +105,9 @@ async fn a_position_beyond_the_logs_head_is_a_400_without_waiting() {
         format!("/v1/tasks/{id}"),
         "/v1/tasks".to_owned(),
         "/v1/stats".to_owned(),
+        // The change feed and the trash wait on the feed's projection.
+        "/v1/changes?after=0".to_owned(),
+        "/v1/trash".to_owned(),
     ] {
         for beyond in [head + 1, 9_223_372_036_854_775_808, u64::MAX] {
             let response = with_min(&app, &alice, &path, beyond).await;

@@ -173,3 +173,51 @@ async fn the_production_stack_limits_rates_and_sets_security_headers() {
         .unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
 }
+
+/// A fuzzer's list requests are ones the service takes (almost none were,
+/// so its stateful phase never followed a link from the list), and each
+/// operation id names one operation (the links name them).
+#[tokio::test]
+async fn the_list_parameters_are_documented_as_strictly_as_they_are_checked() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/v1/tasks"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let schema = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap_or_else(|| panic!("{name} is documented"))
+    };
+    assert_eq!(schema("limit")["minimum"], 1);
+    assert_eq!(schema("limit")["maximum"], 100);
+    assert_eq!(schema("page")["minimum"], 1);
+    assert_eq!(schema("q")["maxLength"], 200);
+    for name in ["sort", "status", "priority"] {
+        assert!(schema(name)["pattern"].is_string(), "{name}");
+    }
+    // An optional header is absent or a number, never "null" (utoipa
+    // makes an optional header nullable unless told).
+    assert_eq!(schema("X-Min-Position")["type"], "integer");
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "operation ids given twice: {ids:?}");
+}
