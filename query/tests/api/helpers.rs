@@ -20,6 +20,7 @@ use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, Metadata, Posit
 use tasklog_platform::auth::{JwtKeys, KeyUse, TokenSigner};
 use tasklog_platform::config::{Env, Environment, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
+use tasklog_platform::test_roles::DbRoles;
 use tasklog_platform::testing::{TcpProxy, TestDb, logs_when_asked, redis_prefix, redis_url};
 use tasklog_query::{Application, Settings};
 use tokio::task::JoinHandle;
@@ -52,98 +53,7 @@ pub struct TestApp {
     pub proxy: Option<TcpProxy>,
     /// The read-only role the service connects as, when spawned as one.
     /// Declared after `db`: the database goes first, then the role.
-    pub role: Option<QueryRole>,
-}
-
-/// The roles `deploy/postgres/roles.sql` makes, for one test's database
-/// (roles are the whole server's, so each test names its own), dropped
-/// with the value.
-pub struct QueryRole {
-    /// The test database as the query role.
-    pub url: String,
-    /// The test database as the command service's runtime role.
-    pub command_url: String,
-    /// The test database as the projector's runtime role.
-    pub projector_url: String,
-    names: [String; 3],
-    database: String,
-}
-
-impl QueryRole {
-    /// Runs the operator's script as it is documented, with psql.
-    fn create(db: &TestDb) -> Self {
-        let names = ["q", "c", "p"].map(|r| format!("{}_{r}", db.name()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/roles.sql");
-        let options: PgConnectOptions = db.url().parse().expect("test database url");
-        // In libpq's variables: psql refuses sqlx's extra URL parameters.
-        let out = std::process::Command::new("psql")
-            .env("PGHOST", options.get_host())
-            .env("PGPORT", options.get_port().to_string())
-            .env("PGUSER", options.get_username())
-            .env("PGDATABASE", db.name())
-            .args(["-q", "-v", "ON_ERROR_STOP=1"])
-            .args(["-v", &format!("query_role={}", names[0])])
-            .args(["-v", &format!("command_role={}", names[1])])
-            .args(["-v", &format!("projector_role={}", names[2])])
-            .args(["-f", script])
-            .env_remove("TASKLOG_QUERY_PASSWORD")
-            .env_remove("TASKLOG_COMMAND_PASSWORD")
-            .env_remove("TASKLOG_PROJECTOR_PASSWORD")
-            .env_remove("TASKLOG_OWNER_PASSWORD")
-            .env_remove("TASKLOG_OWNER")
-            .output()
-            .expect("psql runs (the PostgreSQL client is installed with the server)");
-        assert!(
-            out.status.success(),
-            "roles.sql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = |name: &str| options.clone().username(name).to_url_lossy().to_string();
-        Self {
-            url: url(&names[0]),
-            command_url: url(&names[1]),
-            projector_url: url(&names[2]),
-            names,
-            database: db.name().to_owned(),
-        }
-    }
-}
-
-impl Drop for QueryRole {
-    fn drop(&mut self) {
-        let names = self.names.join(", ");
-        let database = self.database.clone();
-        let admin: Option<PgConnectOptions> =
-            tasklog_platform::testing::admin_database_url().parse().ok();
-        // As TestDb's drop: a runtime of its own on a thread of its own.
-        let done = std::thread::spawn(move || {
-            let (Some(admin), Ok(rt)) = (
-                admin,
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build(),
-            ) else {
-                return;
-            };
-            rt.block_on(async move {
-                // Usually the database (and with it the roles' grants) is
-                // gone by now; when a test failed while setting up, it is
-                // not, and the grants there must go first. The names came
-                // from a UUID.
-                if let Ok(mut conn) = admin.clone().database(&database).connect().await {
-                    let _ = sqlx::query(&format!("DROP OWNED BY {names}"))
-                        .execute(&mut conn)
-                        .await;
-                }
-                if let Ok(mut conn) = admin.connect().await {
-                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {names}"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        });
-        let _ = done.join();
-    }
+    pub role: Option<DbRoles>,
 }
 
 impl Drop for TestApp {
@@ -193,7 +103,7 @@ async fn spawn(
 ) -> TestApp {
     logs_when_asked();
     let db = Arc::new(TestDb::new().await.expect("test database"));
-    let role = read_only.then(|| QueryRole::create(&db));
+    let role = read_only.then(|| DbRoles::create(&db));
     let prefix = redis_prefix();
     let redis_url = redis_url();
     let options: PgConnectOptions = db.url().parse().expect("test database url");
@@ -205,7 +115,7 @@ async fn spawn(
     };
     let database_url = match (&proxy, &role) {
         (Some(p), _) => options.port(p.port()).to_url_lossy().to_string(),
-        (None, Some(role)) => role.url.clone(),
+        (None, Some(role)) => role.query_url.clone(),
         (None, None) => db.url().to_owned(),
     };
     let mut pairs = vec![

@@ -98,7 +98,9 @@ async fn postgres_refuses_the_read_only_roles_writes_and_ddl() {
     app.create(&alice, NewTask::titled("one")).await;
     app.project().await;
     let role = app.role.as_ref().expect("spawned as the query role");
-    let mut conn = PgConnection::connect(&role.url).await.expect("connects");
+    let mut conn = PgConnection::connect(&role.query_url)
+        .await
+        .expect("connects");
     // An accounts table as the command service's migrations make them (the
     // query role may use the schema, for the data keys alone).
     sqlx::query("CREATE TABLE accounts.passwords_probe (hash text)")
@@ -167,7 +169,9 @@ async fn a_rebuilds_new_generation_is_readable_by_the_read_only_role() {
     let (_, stats) = stats_source(&app, &alice).await;
     assert_eq!(stats["total"], 2);
     let role = app.role.as_ref().expect("spawned as the query role");
-    let mut conn = PgConnection::connect(&role.url).await.expect("connects");
+    let mut conn = PgConnection::connect(&role.query_url)
+        .await
+        .expect("connects");
     let table = format!("readmodel.tasks_g{generation}");
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(&mut conn)
