@@ -4,7 +4,7 @@
 //! leave none behind.
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgExecutor};
 
 use crate::testing::{TestDb, admin_database_url};
 
@@ -117,5 +117,19 @@ impl Drop for DbRoles {
             });
         });
         let _ = done.join();
+    }
+}
+
+/// The SQLSTATE Postgres answered `sql` with, `None` when it ran: what a
+/// role is refused.
+pub async fn refused<'c>(executor: impl PgExecutor<'c>, sql: &str) -> Option<String> {
+    match sqlx::query(sql).execute(executor).await {
+        Ok(_) => None,
+        Err(e) => Some(
+            e.as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|| format!("not a database error: {e}")),
+        ),
     }
 }

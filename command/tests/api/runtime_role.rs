@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tasklog_events::store::postgres::PgEventStore;
-use tasklog_platform::test_roles::DbRoles;
+use tasklog_platform::test_roles::{DbRoles, refused};
 use tasklog_platform::testing::TestDb;
 
 use crate::helpers::{TestApp, start, unique_email};
@@ -27,19 +27,6 @@ async fn send(
     let status = response.status();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
-}
-
-/// The SQLSTATE Postgres answered `sql` with, `None` when it ran.
-async fn refused(pool: &PgPool, sql: &str) -> Option<String> {
-    match sqlx::query(sql).execute(pool).await {
-        Ok(_) => None,
-        Err(e) => Some(
-            e.as_database_error()
-                .and_then(|d| d.code())
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|| format!("not a database error: {e}")),
-        ),
-    }
 }
 
 #[tokio::test]

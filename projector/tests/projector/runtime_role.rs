@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::domain::{Priority, Status};
 use tasklog_events::store::postgres::PgEventStore;
-use tasklog_platform::test_roles::DbRoles;
+use tasklog_platform::test_roles::{DbRoles, refused};
 use tasklog_platform::testing::redis_url;
 use tasklog_projector::ProjectorError;
 use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
@@ -24,18 +24,6 @@ async fn verify_as(pool: &PgPool, w: &World) -> Vec<String> {
         .await
         .expect("verify runs as the runtime role")
         .differences
-}
-
-async fn refused(pool: &PgPool, sql: &str) -> Option<String> {
-    match sqlx::query(sql).execute(pool).await {
-        Ok(_) => None,
-        Err(e) => Some(
-            e.as_database_error()
-                .and_then(|d| d.code())
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|| format!("not a database error: {e}")),
-        ),
-    }
 }
 
 #[tokio::test]

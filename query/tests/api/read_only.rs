@@ -17,6 +17,7 @@ use tasklog_events::EventStore;
 use tasklog_events::domain::{TaskPatch, TaskTitle};
 use tasklog_events::store::postgres::PgEventStore;
 use tasklog_events::store::postgres::testing::{ROW_WRITES, SCHEMA_CHANGES};
+use tasklog_platform::test_roles::refused;
 use tasklog_projector::rebuild::{Quiet, RebuildOptions, rebuild};
 
 use crate::helpers::{
@@ -40,19 +41,6 @@ async fn stats_source(app: &TestApp, who: &User) -> (String, Value) {
         .expect("ascii")
         .to_owned();
     (source, response.json().await.expect("json"))
-}
-
-/// The SQLSTATE of what `sql` got as the query role, `None` when it ran.
-async fn refused(role: &mut PgConnection, sql: &str) -> Option<String> {
-    match sqlx::query(sql).execute(&mut *role).await {
-        Ok(_) => None,
-        Err(e) => Some(
-            e.as_database_error()
-                .and_then(|d| d.code())
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|| format!("not a database error: {e}")),
-        ),
-    }
 }
 
 #[tokio::test]
@@ -217,7 +205,7 @@ async fn the_runtime_roles_append_and_project_without_ddl_once_the_owner_migrate
     ];
     for sql in statements.into_iter().chain(SCHEMA_CHANGES) {
         assert_eq!(
-            refused(&mut command, sql).await,
+            refused(&mut *command, sql).await,
             insufficient,
             "command: {sql}"
         );
@@ -230,7 +218,7 @@ async fn the_runtime_roles_append_and_project_without_ddl_once_the_owner_migrate
     ];
     for sql in statements.into_iter().chain(ROW_WRITES) {
         assert_eq!(
-            refused(&mut projector, sql).await,
+            refused(&mut *projector, sql).await,
             insufficient,
             "projector: {sql}"
         );
