@@ -185,6 +185,27 @@ pub fn logs_when_asked() {
     LazyLock::force(&LOGS);
 }
 
+/// The operation ids a served OpenAPI document gives more than once (every
+/// link and client generator needs each to name one operation).
+pub fn repeated_operation_ids(doc: &Value) -> Vec<String> {
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(Value::as_object)
+        .flat_map(|item| item.values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut repeated: Vec<String> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].to_owned())
+        .collect();
+    repeated.dedup();
+    repeated
+}
+
 /// Asserts a problem+json answer with this status and returns its body.
 ///
 /// # Panics
@@ -601,5 +622,26 @@ mod proxy {
             assert!(is_encryption_request(&ssl));
             assert!(!is_encryption_request(b"*1\r\n$4\r\n"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::repeated_operation_ids;
+
+    #[test]
+    fn operation_ids_given_twice_are_named_once_each() {
+        let doc = json!({"paths": {
+            "/a": {"get": {"operationId": "list"}, "post": {"operationId": "create"}},
+            "/b": {"get": {"operationId": "list"}, "delete": {"operationId": "delete"}},
+            "/c": {"post": {"operationId": "create"}, "put": {"operationId": "list"}},
+        }});
+        assert_eq!(repeated_operation_ids(&doc), ["create", "list"]);
+        assert!(
+            repeated_operation_ids(&json!({"paths": {"/a": {"get": {"operationId": "x"}}}}))
+                .is_empty()
+        );
     }
 }

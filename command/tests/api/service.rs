@@ -8,7 +8,7 @@ use tasklog_command::Settings;
 #[cfg(not(feature = "eventstoredb"))]
 use tasklog_command::{Application, StartError};
 use tasklog_platform::config::Env;
-use tasklog_platform::testing::TestDb;
+use tasklog_platform::testing::{TestDb, repeated_operation_ids};
 
 #[cfg(not(feature = "eventstoredb"))]
 use crate::helpers::settings;
@@ -103,17 +103,11 @@ async fn the_openapi_document_names_each_operation_once_and_bounds_idempotency_k
         .json()
         .await
         .unwrap();
-    let mut ids: Vec<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|item| item.as_object().unwrap().values())
-        .filter_map(|op| op["operationId"].as_str())
-        .collect();
-    let all = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), all, "operation ids given twice: {ids:?}");
+    let repeated = repeated_operation_ids(&doc);
+    assert!(
+        repeated.is_empty(),
+        "operation ids given twice: {repeated:?}"
+    );
     let links = &doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["links"];
     assert_eq!(links["delete"]["operationId"], "delete", "{links}");
     assert_eq!(
