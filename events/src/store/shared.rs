@@ -49,6 +49,22 @@ struct Batch {
     events: Arc<Vec<RecordedEvent>>,
 }
 
+impl Batch {
+    /// Where the log stands after this batch.
+    fn up_to(&self) -> Option<Position> {
+        self.events.last().map(|e| e.position).or(self.after)
+    }
+
+    /// No events: only where the tail stands, so that a subscriber behind
+    /// it reads up to there on its own.
+    fn marker(up_to: Option<Position>) -> Self {
+        Self {
+            after: up_to,
+            events: Arc::new(Vec::new()),
+        }
+    }
+}
+
 /// The running tail, as subscribers find it.
 struct Running {
     tx: broadcast::Sender<Batch>,
@@ -79,10 +95,10 @@ impl SharedTail {
 
 /// Sends `batch` and records how far the tail has sent, both under the lock
 /// a joining subscriber takes: it either receives the batch or starts after it.
-fn publish(slot: &Slot, tx: &broadcast::Sender<Batch>, batch: Batch, up_to: Option<Position>) {
+fn publish(slot: &Slot, tx: &broadcast::Sender<Batch>, batch: Batch) {
     let mut current = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(running) = current.as_mut().filter(|r| r.tx.same_channel(tx)) {
-        running.sent_up_to = Some(up_to);
+        running.sent_up_to = Some(batch.up_to());
     }
     let _ = tx.send(batch);
 }
@@ -102,29 +118,20 @@ async fn run_tail(inner: Arc<dyn EventStore>, tx: broadcast::Sender<Batch>, slot
         }
     };
     // Tells the subscribers already waiting how far to read on their own.
-    publish(
-        &slot,
-        &tx,
-        Batch {
-            after: head,
-            events: Arc::new(Vec::new()),
-        },
-        head,
-    );
+    publish(&slot, &tx, Batch::marker(head));
     let mut after = head;
     let mut batches = inner.subscribe_all(head);
     while let Some(item) = batches.next().await {
         match item {
-            Ok(events) => {
-                if let Some(last) = events.last().map(|e| e.position) {
-                    let batch = Batch {
-                        after,
-                        events: Arc::new(events),
-                    };
-                    publish(&slot, &tx, batch, Some(last));
-                    after = Some(last);
-                }
+            Ok(events) if !events.is_empty() => {
+                let batch = Batch {
+                    after,
+                    events: Arc::new(events),
+                };
+                after = batch.up_to();
+                publish(&slot, &tx, batch);
             }
+            Ok(_) => {}
             // The wrapped subscription retries by itself.
             Err(e) => tracing::warn!(error = %e, "the shared log tail could not read; retrying"),
         }
@@ -240,10 +247,7 @@ impl EventStore for SharedTail {
             }
         };
         // Joining a running tail: what it sent before is read from the log.
-        let waiting = sent_up_to.map(|up_to| Batch {
-            after: up_to,
-            events: Arc::new(Vec::new()),
-        });
+        let waiting = sent_up_to.map(Batch::marker);
         let follower = Follower {
             inner: self.inner.clone(),
             rx,
