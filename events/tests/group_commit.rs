@@ -353,3 +353,238 @@ async fn a_batch_larger_than_append_seq_can_number_is_refused_up_front() {
     assert_eq!(db_err.code().as_deref(), Some("54000"), "{db_err}");
     assert!(db_err.message().contains("32768"), "{db_err}");
 }
+
+/// A log with one append worker, and a way to hold that worker inside a
+/// batch so the appends submitted meanwhile queue up and go as one batch.
+struct Held {
+    db: TestDb,
+    store: Arc<PgEventStore>,
+}
+
+impl Held {
+    async fn new() -> Self {
+        let db = TestDb::new().await.expect("test database");
+        let store = PgEventStore::new(db.pool().clone())
+            .with_group_commit(one_worker(Duration::from_secs(10)));
+        store.migrate().await.unwrap();
+        Self {
+            db,
+            store: Arc::new(store),
+        }
+    }
+
+    async fn stream_at(&self, version: u64) -> String {
+        let s = stream();
+        let events: Vec<NewEvent> = (0..=version).map(event).collect();
+        self.store
+            .append(&s, ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
+        s
+    }
+
+    /// Runs `appends` as one batch: the worker is first held on a stream an
+    /// open transaction is writing, the appends are queued, then that
+    /// transaction rolls back and the worker takes them all at once.
+    async fn in_one_batch(
+        &self,
+        appends: Vec<(String, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Vec<Result<tasklog_events::AppendOutcome, StoreError>> {
+        let blocked = stream();
+        let mut blocker = self.db.pool().begin().await.unwrap();
+        append_batch_sql(&mut *blocker, &[(&blocked, Some(-1), &[event(0)])])
+            .await
+            .unwrap();
+        let held = {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(&blocked, ExpectedVersion::NoStream, vec![event(0)])
+                    .await
+            })
+        };
+        wait_for_lock_waiter(self.db.pool()).await;
+        let waiting: Vec<_> = appends
+            .into_iter()
+            .map(|(s, expected, events)| {
+                let store = self.store.clone();
+                tokio::spawn(async move { store.append(&s, expected, events).await })
+            })
+            .collect();
+        // Spawned appends are queued at once; give the runtime time to run them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        blocker.rollback().await.unwrap();
+        held.await.unwrap().unwrap();
+        let mut results = Vec::new();
+        for w in waiting {
+            results.push(w.await.unwrap());
+        }
+        results
+    }
+
+    /// How many transactions wrote the events of `streams` from the given
+    /// version on.
+    async fn transactions_of(&self, streams: &[(&str, i64)]) -> i64 {
+        let ids: Vec<String> = streams.iter().map(|(s, _)| (*s).to_owned()).collect();
+        let from: Vec<i64> = streams.iter().map(|(_, v)| *v).collect();
+        sqlx::query_scalar(
+            "SELECT count(DISTINCT e.tx_id) FROM eventlog.events e \
+             JOIN unnest($1::text[], $2::bigint[]) AS w (stream_id, from_version) \
+             ON e.stream_id = w.stream_id AND e.version >= w.from_version",
+        )
+        .bind(&ids)
+        .bind(&from)
+        .fetch_one(self.db.pool())
+        .await
+        .unwrap()
+    }
+}
+
+fn version_of(result: &Result<tasklog_events::AppendOutcome, StoreError>) -> Option<u64> {
+    result.as_ref().ok().map(|o| o.version)
+}
+
+/// The usual batch (new streams and expected versions that hold) is written
+/// by one set-based statement: one transaction, each append's versions and
+/// an order of commit positions that follows the order of the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_plain_appends_is_written_at_once_with_each_appends_versions() {
+    let log = Held::new().await;
+    let existing = log.stream_at(2).await;
+    let (fresh, many) = (stream(), stream());
+    let results = log
+        .in_one_batch(vec![
+            (fresh.clone(), ExpectedVersion::NoStream, vec![event(0)]),
+            (
+                existing.clone(),
+                ExpectedVersion::Exact(2),
+                vec![event(3), event(4)],
+            ),
+            (
+                many.clone(),
+                ExpectedVersion::NoStream,
+                (0..3).map(event).collect(),
+            ),
+        ])
+        .await;
+    let versions: Vec<_> = results.iter().map(version_of).collect();
+    assert_eq!(versions, [Some(0), Some(4), Some(2)], "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|o| !o.duplicate))
+    );
+    assert_eq!(
+        log.transactions_of(&[(&fresh, 0), (&existing, 3), (&many, 0)])
+            .await,
+        1,
+        "one transaction wrote the batch"
+    );
+    // Each answer names where its append's last event stands in the log.
+    for (s, result) in [&fresh, &existing, &many].into_iter().zip(&results) {
+        let last = log
+            .store
+            .read_stream(s, 0, None)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(result.as_ref().unwrap().position, last.position, "{s}");
+    }
+    let stored: Vec<u64> = log
+        .store
+        .read_stream(&existing, 0, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(stored, [0, 1, 2, 3, 4]);
+}
+
+/// A batch that holds anything but plain appends (a stale expectation, a
+/// stream that exists already, a retry of stored ids, two appends to one
+/// stream, `Any`) answers each append as if it had come alone, and writes
+/// only what those answers say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_append_of_a_mixed_batch_gets_the_outcome_it_would_get_alone() {
+    let log = Held::new().await;
+    let (fresh, stale, exists, twice, any) = (
+        stream(),
+        log.stream_at(1).await,
+        log.stream_at(0).await,
+        log.stream_at(0).await,
+        log.stream_at(0).await,
+    );
+    let retried = log.stream_at(0).await;
+    let first = log
+        .store
+        .read_stream(&retried, 0, None)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut replay = event(0);
+    replay.event_id = first.event_id;
+    let results = log
+        .in_one_batch(vec![
+            (fresh.clone(), ExpectedVersion::NoStream, vec![event(0)]),
+            (stale.clone(), ExpectedVersion::Exact(0), vec![event(1)]),
+            (exists.clone(), ExpectedVersion::NoStream, vec![event(0)]),
+            (retried.clone(), ExpectedVersion::NoStream, vec![replay]),
+            (twice.clone(), ExpectedVersion::Exact(0), vec![event(1)]),
+            (twice.clone(), ExpectedVersion::Exact(0), vec![event(1)]),
+            (any.clone(), ExpectedVersion::Any, vec![event(1)]),
+        ])
+        .await;
+    assert_eq!(version_of(&results[0]), Some(0), "{results:?}");
+    assert!(
+        matches!(
+            results[1],
+            Err(StoreError::Conflict {
+                actual: Some(1),
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(
+        matches!(
+            results[2],
+            Err(StoreError::Conflict {
+                actual: Some(0),
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[3], Ok(o) if o.duplicate && o.version == 0),
+        "{results:?}"
+    );
+    let twice_won = results[4..6].iter().filter(|r| r.is_ok()).count();
+    let twice_lost = results[4..6]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(StoreError::Conflict {
+                    actual: Some(1),
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!((twice_won, twice_lost), (1, 1), "{results:?}");
+    assert_eq!(version_of(&results[6]), Some(1), "{results:?}");
+    for (s, want) in [
+        (&fresh, 1),
+        (&stale, 2),
+        (&exists, 1),
+        (&retried, 1),
+        (&twice, 2),
+        (&any, 2),
+    ] {
+        let stored = log.store.read_stream(s, 0, None).await.unwrap();
+        assert_eq!(stored.len(), want, "{s}");
+    }
+}

@@ -19,7 +19,8 @@ use sqlx::pool::PoolConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{AppendRow, NOTIFY_CHANNEL, outcome_of, to_i64};
+use super::append::{append_exactly, append_first};
+use super::{AppendRow, NOTIFY_CHANNEL, outcome_of};
 use crate::store::{AppendOutcome, ExpectedVersion, NewEvent, StoreError};
 
 /// An append re-runs this often (a lost version race, a broken connection)
@@ -135,7 +136,11 @@ async fn worker(
         if batch.is_empty() {
             continue;
         }
-        match append_batch(&pool, &batch).await {
+        let written = match pool.acquire().await {
+            Ok(mut conn) => append_first(&mut conn, &batch).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(rows) => answer(&pool, batch, rows, false).await,
             Err(e) => settle(&pool, batch, e, Instant::now() + settings.settle_within).await,
         }
@@ -261,7 +266,7 @@ async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, 
                 tracing::debug!(error = %error, appends = batch.len(), "batch outcome unknown; running it again");
                 reruns += 1;
                 let rerun = match acquire(pool, deadline).await {
-                    Ok(mut conn) => append_batch(&mut *conn, &batch).await,
+                    Ok(mut conn) => append_exactly(&mut conn, &batch).await,
                     Err(e) => Err(e),
                 };
                 match rerun {
@@ -300,7 +305,7 @@ async fn append_alone(
     let mut reruns = 0;
     loop {
         let result = match acquire(pool, deadline).await {
-            Ok(mut conn) => append_batch(&mut *conn, std::slice::from_ref(pending)).await,
+            Ok(mut conn) => append_exactly(&mut conn, std::slice::from_ref(pending)).await,
             Err(e) => Err(e),
         };
         let error = match result {
@@ -329,51 +334,6 @@ async fn append_alone(
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
-
-async fn append_batch<'c>(
-    conn: impl sqlx::PgExecutor<'c>,
-    batch: &[Pending],
-) -> Result<Vec<AppendRow>, sqlx::Error> {
-    let total: usize = batch.iter().map(|p| p.events.len()).sum();
-    let mut streams = Vec::with_capacity(batch.len());
-    let mut expected = Vec::with_capacity(batch.len());
-    let mut counts = Vec::with_capacity(batch.len());
-    let mut ids = Vec::with_capacity(total);
-    let mut types = Vec::with_capacity(total);
-    let mut schemas = Vec::with_capacity(total);
-    let mut data = Vec::with_capacity(total);
-    let mut metadata = Vec::with_capacity(total);
-    for p in batch {
-        streams.push(p.stream_id.as_str());
-        expected.push(match p.expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(-1_i64),
-            ExpectedVersion::Exact(v) => Some(to_i64(v)),
-        });
-        counts.push(i32::try_from(p.events.len()).unwrap_or(i32::MAX));
-        for e in &p.events {
-            ids.push(e.event_id);
-            types.push(e.event_type.as_str());
-            schemas.push(e.schema_version);
-            data.push(&e.data);
-            metadata.push(serde_json::to_value(&e.metadata).unwrap_or_default());
-        }
-    }
-    sqlx::query_as::<_, AppendRow>(
-        "SELECT outcome, stream_version, commit_position, prepare_position \
-         FROM eventlog.append_batch($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&streams)
-    .bind(&expected)
-    .bind(&counts)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&schemas)
-    .bind(&data)
-    .bind(&metadata)
-    .fetch_all(conn)
-    .await
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The Postgres event log: the embedded default, one table in schema `eventlog`.
 
+mod append;
 mod group_commit;
 mod migrate;
 mod subscription;
