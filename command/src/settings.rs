@@ -48,6 +48,9 @@ pub struct Settings {
     /// Webhook targets: https only in production; loopback and private
     /// addresses only with `WEBHOOK_ALLOW_PRIVATE=true`.
     pub webhook_policy: UrlPolicy,
+    /// Bytes of recently written task states kept to spare a change the read
+    /// of its stream (`TASK_STATE_CACHE_MB`, 0 off; `tasks/recent.rs`).
+    pub task_state_cache_bytes: u64,
 }
 
 impl Settings {
@@ -95,8 +98,10 @@ impl Settings {
             require_https: environment == Environment::Production,
             allow_private: env.parse("WEBHOOK_ALLOW_PRIVATE", false)?,
         };
+        let task_state_cache_mb: u64 = env.parse("TASK_STATE_CACHE_MB", 4)?;
         Ok(Self {
             webhook_policy,
+            task_state_cache_bytes: task_state_cache_mb.saturating_mul(1 << 20),
             environment,
             database: DatabaseSettings::from_env(env)?,
             redis: RedisSettings::from_env(env)?,

@@ -1,6 +1,7 @@
 //! Building and running the service: pool, migrations, event store, hasher,
 //! routes and layers, then serving until told to stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -17,6 +18,7 @@ use crate::migrations;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::tasks::RecentTasks;
 use crate::webhooks::Webhooks;
 
 /// What only this service cannot start without (`StartError::Service`).
@@ -76,6 +78,9 @@ impl Application {
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
             webhooks: Webhooks::new(db.clone(), store.clone(), settings.webhook_policy),
+            recent: Arc::new(RecentTasks::with_capacity_bytes(
+                settings.task_state_cache_bytes,
+            )),
         };
         let health = health(db.clone(), state.store.clone());
         let router = ProductionLayers::new(&settings.http)

@@ -9,6 +9,7 @@ use tasklog_events::EventStore;
 use tasklog_platform::auth::TokenVerifier;
 
 use crate::accounts::Accounts;
+use crate::tasks::RecentTasks;
 use crate::webhooks::Webhooks;
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     pub accounts: Accounts,
     pub verifier: Arc<TokenVerifier>,
     pub webhooks: Webhooks,
+    /// States of recently written tasks (`tasks/recent.rs`).
+    pub recent: Arc<RecentTasks>,
 }
 
 /// Lets the platform's `AuthUser` extractor find the verifier.

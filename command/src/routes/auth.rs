@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tasklog_events::domain::UserId;
 use tasklog_platform::auth::AuthUser;
 use tasklog_platform::http::RequestId;
 use tasklog_platform::json::ApiJson;
@@ -256,10 +257,13 @@ pub(crate) async fn erase(
     request_id: RequestId,
 ) -> Result<Json<Erased>, ApiError> {
     let request_id = Some(request_id.0).filter(|r| !r.is_empty());
-    let position = app
+    let erased = app
         .accounts
         .erase(user.id, app.store.as_ref(), request_id)
-        .await?;
+        .await;
+    // Even when the erasure must be retried: its key may be gone already.
+    app.recent.forget_owner(UserId(user.id));
+    let position = erased?;
     Ok(Json(Erased { position }))
 }
 

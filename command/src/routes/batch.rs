@@ -211,7 +211,7 @@ pub(crate) async fn batch(
             }
         }
         for (index, outcome) in
-            tasks::run_batch(app.store.as_ref(), &app.db, ctx, parsed, ids).await
+            tasks::run_batch(app.store.as_ref(), &app.recent, &app.db, ctx, parsed, ids).await
         {
             results[index] = Some(match outcome {
                 Ok(Done::Created(ack)) => Ok((StatusCode::CREATED, ack)),

@@ -45,8 +45,15 @@ pub(crate) async fn restore(
     key: MaybeIdempotencyKey,
 ) -> Result<Response, ApiError> {
     let ctx = context(user, request_id, key);
-    let restored =
-        tasks::restore_task(app.store.as_ref(), &app.db, id, &precondition, &ctx).await?;
+    let restored = tasks::restore_task(
+        app.store.as_ref(),
+        &app.recent,
+        &app.db,
+        id,
+        &precondition,
+        &ctx,
+    )
+    .await?;
     let mut response = ack_response(StatusCode::OK, restored.ack);
     mark_replayed(&mut response, restored.replayed);
     Ok(response)
@@ -83,6 +90,14 @@ pub(crate) async fn revert(
     let change = Change::Revert {
         to_version: body.to_version,
     };
-    let ack = tasks::change_task(app.store.as_ref(), id, &change, &precondition, &ctx).await?;
+    let ack = tasks::change_task(
+        app.store.as_ref(),
+        &app.recent,
+        id,
+        &change,
+        &precondition,
+        &ctx,
+    )
+    .await?;
     Ok(ack_response(StatusCode::OK, ack))
 }

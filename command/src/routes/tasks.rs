@@ -101,7 +101,15 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     let change = Change::Update(body.parse()?);
     let ctx = context(user, request_id, MaybeIdempotencyKey(None));
-    let ack = tasks::change_task(app.store.as_ref(), id, &change, &precondition, &ctx).await?;
+    let ack = tasks::change_task(
+        app.store.as_ref(),
+        &app.recent,
+        id,
+        &change,
+        &precondition,
+        &ctx,
+    )
+    .await?;
     Ok(ack_response(StatusCode::OK, ack))
 }
 
@@ -119,7 +127,14 @@ pub(crate) async fn delete(
     IfMatch(precondition): IfMatch,
 ) -> Result<Response, ApiError> {
     let ctx = context(user, request_id, MaybeIdempotencyKey(None));
-    let ack =
-        tasks::change_task(app.store.as_ref(), id, &Change::Delete, &precondition, &ctx).await?;
+    let ack = tasks::change_task(
+        app.store.as_ref(),
+        &app.recent,
+        id,
+        &Change::Delete,
+        &precondition,
+        &ctx,
+    )
+    .await?;
     Ok(ack_response(StatusCode::OK, ack))
 }

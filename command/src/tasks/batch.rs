@@ -14,9 +14,10 @@ use tasklog_events::domain::TaskId;
 
 use uuid::Uuid;
 
-use super::change::{Change, Precondition, change_task_once};
+use super::change::{Change, Precondition, change_task, change_task_once};
 use super::create::{NewTask, create_task};
 use super::idempotency::{self, Claim};
+use super::recent::RecentTasks;
 use super::{Ack, CommandContext, TaskCommandError};
 
 /// The most commands one batch may hold.
@@ -72,6 +73,7 @@ impl BatchIds {
 /// each such command as then, running only the rest.
 pub async fn run_batch(
     store: &dyn EventStore,
+    recent: &RecentTasks,
     pool: &PgPool,
     ctx: &CommandContext,
     commands: Vec<(usize, BatchCommand)>,
@@ -102,7 +104,7 @@ pub async fn run_batch(
         let mut results = Vec::with_capacity(group.len());
         for (index, command) in group {
             let ids = ids.map(|ids| (ids.task_id(index), ids.first_event_id(index)));
-            results.push((index, run_one(store, pool, ctx, command, ids).await));
+            results.push((index, run_one(store, recent, pool, ctx, command, ids).await));
         }
         results
     });
@@ -113,6 +115,7 @@ pub async fn run_batch(
 
 async fn run_one(
     store: &dyn EventStore,
+    recent: &RecentTasks,
     pool: &PgPool,
     ctx: &CommandContext,
     command: BatchCommand,
@@ -128,15 +131,12 @@ async fn run_one(
             id,
             change,
             precondition,
-        } => change_task_once(
-            store,
-            id,
-            &change,
-            &precondition,
-            ctx,
-            ids.map(|(_, first)| first),
-        )
-        .await
+        } => match ids {
+            Some((_, first)) => {
+                change_task_once(store, recent, id, &change, &precondition, ctx, Some(first)).await
+            }
+            None => change_task(store, recent, id, &change, &precondition, ctx).await,
+        }
         .map(Done::Changed),
     }
 }

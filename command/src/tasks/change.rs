@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tasklog_events::domain::{
-    TaskCommand, TaskError, TaskId, TaskPatch, TaskState, decide, evolve,
+    TaskCommand, TaskError, TaskEvent, TaskId, TaskPatch, TaskState, decide, evolve,
 };
 use tasklog_events::task_stream::{self, TaskRecord, to_new_event};
-use tasklog_events::{EventStore, ExpectedVersion, StoreError};
+use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError};
 use uuid::Uuid;
 
+use super::recent::{Recent, RecentTasks};
 use super::{Ack, CommandContext, TaskCommandError, event_ids, revert};
 
 /// Attempts of an unconditional command before it gives up with a 409. With
@@ -80,8 +81,20 @@ fn command(
     loaded: &Loaded,
     ctx: &CommandContext,
 ) -> Result<TaskCommand, TaskCommandError> {
+    match change {
+        Change::Revert { to_version } => Ok(TaskCommand::Revert {
+            actor: ctx.actor,
+            target: Box::new(revert::target(loaded, id, ctx.actor, *to_version)?),
+            at: Utc::now(),
+        }),
+        other => simple_command(other, ctx).ok_or(TaskCommandError::NotFound(id)),
+    }
+}
+
+/// The domain command for a change that needs no history (all but a revert).
+fn simple_command(change: &Change, ctx: &CommandContext) -> Option<TaskCommand> {
     let (actor, at) = (ctx.actor, Utc::now());
-    Ok(match change {
+    Some(match change {
         Change::Update(patch) => TaskCommand::Update {
             actor,
             patch: patch.clone(),
@@ -89,12 +102,100 @@ fn command(
         },
         Change::Delete => TaskCommand::Delete { actor, at },
         Change::Restore => TaskCommand::Restore { actor, at },
-        Change::Revert { to_version } => TaskCommand::Revert {
-            actor,
-            target: Box::new(revert::target(loaded, id, actor, *to_version)?),
-            at,
-        },
+        Change::Revert { .. } => return None,
     })
+}
+
+/// `events`, decided on `state`, as the log stores them: with the owner
+/// and actor in their metadata and ids from `first` (fresh when None).
+fn to_append(
+    id: TaskId,
+    state: &TaskState,
+    events: &[TaskEvent],
+    change: &Change,
+    ctx: &CommandContext,
+    first: Option<Uuid>,
+) -> Result<Vec<NewEvent>, TaskCommandError> {
+    let owner = match state {
+        TaskState::Live(task) | TaskState::Deleted(task) => task.owner,
+        TaskState::Absent => return Err(TaskCommandError::NotFound(id)),
+    };
+    let mut metadata = ctx.metadata(owner);
+    if let Change::Revert { to_version } = change {
+        metadata.reverted_to = Some(*to_version);
+    }
+    let ids = event_ids(first.unwrap_or_else(Uuid::now_v7), events.len());
+    Ok(events
+        .iter()
+        .zip(ids)
+        .map(|(e, event_id)| to_new_event(e, event_id, metadata.clone()))
+        .collect())
+}
+
+/// Remembers the task as the appended `events` left it.
+fn remember_after(
+    recent: &RecentTasks,
+    id: TaskId,
+    before: &TaskState,
+    events: Vec<TaskEvent>,
+    outcome: &AppendOutcome,
+) {
+    let state = events.iter().fold(before.clone(), evolve);
+    recent.remember(
+        id,
+        Recent {
+            state,
+            version: outcome.version,
+            position: outcome.position.commit,
+        },
+    );
+}
+
+/// The change decided on the task's remembered state (`recent.rs`), when
+/// that goes through cleanly. None: decide on the stream as read instead
+/// (nothing remembered, a revert, a precondition or a decision the
+/// remembered state refuses, nothing to change, or a conflict, after which
+/// the entry is dropped).
+async fn change_recent(
+    store: &dyn EventStore,
+    recent: &RecentTasks,
+    id: TaskId,
+    change: &Change,
+    precondition: &Precondition,
+    ctx: &CommandContext,
+) -> Result<Option<Ack>, TaskCommandError> {
+    let Some(command) = simple_command(change, ctx) else {
+        return Ok(None);
+    };
+    let Some(known) = recent.get(id) else {
+        return Ok(None);
+    };
+    if !precondition.allows(known.version) {
+        return Ok(None);
+    }
+    let Ok(events) = decide(&known.state, command) else {
+        return Ok(None);
+    };
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let new_events = to_append(id, &known.state, &events, change, ctx, None)?;
+    let expected = ExpectedVersion::Exact(known.version);
+    match store.append(&id.stream_id(), expected, new_events).await {
+        Ok(outcome) => {
+            remember_after(recent, id, &known.state, events, &outcome);
+            Ok(Some(Ack {
+                id: id.0,
+                version: outcome.version,
+                position: outcome.position.commit,
+            }))
+        }
+        Err(StoreError::Conflict { .. }) => {
+            recent.forget(id);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Full jitter: a random wait below a cap that doubles per attempt, so
@@ -114,12 +215,16 @@ fn backoff(attempt: u32) -> Duration {
 /// `Contended` after `MAX_ATTEMPTS`, or a failing store.
 pub async fn change_task(
     store: &dyn EventStore,
+    recent: &RecentTasks,
     id: TaskId,
     change: &Change,
     precondition: &Precondition,
     ctx: &CommandContext,
 ) -> Result<Ack, TaskCommandError> {
-    change_task_once(store, id, change, precondition, ctx, None).await
+    if let Some(ack) = change_recent(store, recent, id, change, precondition, ctx).await? {
+        return Ok(ack);
+    }
+    change_task_once(store, recent, id, change, precondition, ctx, None).await
 }
 
 /// The answer of an append whose first event has id `first` (and the rest
@@ -155,6 +260,7 @@ fn appended_before(loaded: &Loaded, id: TaskId, first: Uuid) -> Option<Ack> {
 #[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
 pub async fn change_task_once(
     store: &dyn EventStore,
+    recent: &RecentTasks,
     id: TaskId,
     change: &Change,
     precondition: &Precondition,
@@ -165,6 +271,14 @@ pub async fn change_task_once(
         let Some(loaded) = load(store, id).await? else {
             return Err(TaskCommandError::NotFound(id));
         };
+        recent.remember(
+            id,
+            Recent {
+                state: loaded.state.clone(),
+                version: loaded.version,
+                position: loaded.position,
+            },
+        );
         if let Some(ack) = first.and_then(|first| appended_before(&loaded, id, first)) {
             // Only the owner's request can have appended under these ids.
             return Ok(ack);
@@ -192,24 +306,15 @@ pub async fn change_task_once(
         if events.is_empty() {
             return Ok(ack(loaded.version, loaded.position));
         }
-        let owner = match &loaded.state {
-            TaskState::Live(task) | TaskState::Deleted(task) => task.owner,
-            TaskState::Absent => return Err(TaskCommandError::NotFound(id)),
-        };
-        let mut metadata = ctx.metadata(owner);
-        if let Change::Revert { to_version } = change {
-            metadata.reverted_to = Some(*to_version);
-        }
-        let ids = event_ids(first.unwrap_or_else(Uuid::now_v7), events.len());
-        let new_events = events
-            .iter()
-            .zip(ids)
-            .map(|(e, event_id)| to_new_event(e, event_id, metadata.clone()))
-            .collect();
+        let new_events = to_append(id, &loaded.state, &events, change, ctx, first)?;
         let expected = ExpectedVersion::Exact(loaded.version);
         match store.append(&id.stream_id(), expected, new_events).await {
-            Ok(outcome) => return Ok(ack(outcome.version, outcome.position.commit)),
+            Ok(outcome) => {
+                remember_after(recent, id, &loaded.state, events, &outcome);
+                return Ok(ack(outcome.version, outcome.position.commit));
+            }
             Err(StoreError::Conflict { actual, .. }) => {
+                recent.forget(id);
                 if *precondition != Precondition::Latest {
                     return Err(TaskCommandError::PreconditionFailed { current: actual });
                 }
@@ -266,7 +371,15 @@ mod tests {
     async fn a_writer_that_keeps_losing_gives_up_after_the_bound_with_contended() {
         let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
         let store = AlwaysConflicting::with_task(id, owner);
-        let got = change_task(&store, id, &retitle(), &Precondition::Latest, &ctx(owner)).await;
+        let got = change_task(
+            &store,
+            &RecentTasks::disabled(),
+            id,
+            &retitle(),
+            &Precondition::Latest,
+            &ctx(owner),
+        )
+        .await;
         assert!(matches!(
             got,
             Err(TaskCommandError::Contended {
@@ -281,7 +394,15 @@ mod tests {
         let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
         let store = AlwaysConflicting::with_task(id, owner);
         let at_zero = Precondition::AtVersion(vec![0]);
-        let got = change_task(&store, id, &retitle(), &at_zero, &ctx(owner)).await;
+        let got = change_task(
+            &store,
+            &RecentTasks::disabled(),
+            id,
+            &retitle(),
+            &at_zero,
+            &ctx(owner),
+        )
+        .await;
         assert!(matches!(
             got,
             Err(TaskCommandError::PreconditionFailed { current: Some(1) })

@@ -7,6 +7,7 @@ mod create;
 #[cfg(test)]
 mod fake_store;
 mod idempotency;
+mod recent;
 mod restore;
 mod revert;
 
@@ -22,6 +23,7 @@ pub use batch::{BatchCommand, BatchIds, Done, MAX_COMMANDS, idempotent, run_batc
 pub use change::{Change, Precondition, change_task};
 pub use create::{Created, NewTask, create_task};
 pub use idempotency::{IdempotencyKey, body_hash};
+pub use recent::RecentTasks;
 pub use restore::restore_task;
 
 /// The ids of a command's events after the first: derived from it, so a

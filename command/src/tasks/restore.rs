@@ -8,6 +8,7 @@ use tasklog_events::domain::TaskId;
 
 use super::change::{Change, Precondition, change_task, change_task_once};
 use super::idempotency::{self, Claim};
+use super::recent::RecentTasks;
 use super::{Ack, CommandContext, TaskCommandError, body_hash};
 
 /// A restore's answer, and whether it replays an earlier request's.
@@ -22,13 +23,14 @@ pub struct Restored {
 #[tracing::instrument(skip_all, fields(task_id = %id, actor = %ctx.actor))]
 pub async fn restore_task(
     store: &dyn EventStore,
+    recent: &RecentTasks,
     pool: &PgPool,
     id: TaskId,
     precondition: &Precondition,
     ctx: &CommandContext,
 ) -> Result<Restored, TaskCommandError> {
     let Some(key) = &ctx.idempotency_key else {
-        let ack = change_task(store, id, &Change::Restore, precondition, ctx).await?;
+        let ack = change_task(store, recent, id, &Change::Restore, precondition, ctx).await?;
         return Ok(Restored {
             ack,
             replayed: false,
@@ -48,7 +50,16 @@ pub async fn restore_task(
     }
     // Ids fixed by the key: a retry after a crash finds this restore's event.
     let first = key.event_id(ctx.actor);
-    let ack = change_task_once(store, id, &Change::Restore, precondition, ctx, Some(first)).await?;
+    let ack = change_task_once(
+        store,
+        recent,
+        id,
+        &Change::Restore,
+        precondition,
+        ctx,
+        Some(first),
+    )
+    .await?;
     if let Err(e) = idempotency::complete(pool, ctx.actor, key, &ack).await {
         tracing::warn!(error = %e, "could not store the idempotent response");
     }
