@@ -588,3 +588,52 @@ async fn every_append_of_a_mixed_batch_gets_the_outcome_it_would_get_alone() {
         assert_eq!(stored.len(), want, "{s}");
     }
 }
+
+/// A batch of new streams is one plain INSERT; when one of them exists
+/// already or is a retry of a stored append, the log's unique keys refuse
+/// the INSERT and each append still gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_new_streams_with_one_that_exists_answers_each_append() {
+    let log = Held::new().await;
+    let exists = log.stream_at(0).await;
+    let stored = log
+        .store
+        .read_stream(&exists, 0, None)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut retry = event(0);
+    retry.event_id = stored.event_id;
+    let (a, b) = (stream(), stream());
+    let results = log
+        .in_one_batch(vec![
+            (
+                a.clone(),
+                ExpectedVersion::NoStream,
+                vec![event(0), event(1)],
+            ),
+            (exists.clone(), ExpectedVersion::NoStream, vec![event(0)]),
+            (exists.clone(), ExpectedVersion::NoStream, vec![retry]),
+            (b.clone(), ExpectedVersion::NoStream, vec![event(0)]),
+        ])
+        .await;
+    assert_eq!(version_of(&results[0]), Some(1), "{results:?}");
+    assert!(
+        matches!(
+            results[1],
+            Err(StoreError::Conflict {
+                actual: Some(0),
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Ok(o) if o.duplicate && o.version == 0),
+        "{results:?}"
+    );
+    assert_eq!(version_of(&results[3]), Some(0), "{results:?}");
+    for (s, want) in [(&a, 2), (&exists, 1), (&b, 1)] {
+        assert_eq!(log.store.read_stream(s, 0, None).await.unwrap().len(), want);
+    }
+}

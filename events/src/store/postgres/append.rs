@@ -1,17 +1,26 @@
-//! The statements that write a batch of appends: one set-based INSERT for
-//! the usual batch, and the append functions of the migrations for the rest.
+//! The statements that write a batch of appends: set-based INSERTs for the
+//! usual batches, and the append functions of the migrations for the rest.
 //!
-//! Why two: `eventlog.append_batch` runs each append as a PL/pgSQL call with
-//! its own checks and insert, which costs several times a plain insert per
-//! append (measured with pgbench in bench/README.md). The set-based
-//! statement checks every append's expectation and event ids in one snapshot
-//! and inserts all the events at once, or nothing. When any append would not
-//! simply be appended (a conflict, a retry whose ids are stored, two appends
-//! to one stream, `ExpectedVersion::Any`), it inserts nothing and the batch
-//! goes to `append_batch`, which answers each append exactly (conflict,
-//! duplicate, id mismatch). A race it cannot see (a concurrent transaction
-//! taking the same version or id) ends in a unique violation, which the
-//! group commit already answers by running each append on its own.
+//! Why: `eventlog.append_batch` runs each append as a PL/pgSQL call with its
+//! own checks and insert, planned again on every call, which costs several
+//! times a plain insert per append (bench/README.md, "Seventh session").
+//!
+//! - A batch of new streams only (creates: `NoStream`) is one plain INSERT
+//!   of all its events with a kept plan. It reads nothing: the log's unique
+//!   (stream, version) and event ids refuse a stream that exists or an id
+//!   that is stored, and that unique violation sends the batch to the
+//!   functions, which answer each append exactly (conflict, duplicate, id
+//!   mismatch).
+//! - A batch with expected versions (changes) reads each stream's head in
+//!   the same statement and inserts all its events, or nothing when any
+//!   head is not where its append expects it; then the functions answer.
+//!   It is planned for each batch: a plan kept from when the log was young
+//!   scans the whole table for each head until the next ANALYZE.
+//! - `ExpectedVersion::Any`, and two appends to one stream in a batch of
+//!   changes, go to the functions at once.
+//!
+//! A race none of these can see (a concurrent transaction taking the same
+//! version or id) ends in a unique violation too.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -20,8 +29,28 @@ use super::group_commit::Pending;
 use super::{AppendRow, to_i64};
 use crate::store::ExpectedVersion;
 
-/// Appends the whole batch if every append's expectation holds and none of
-/// its event ids is stored; otherwise inserts nothing and returns no rows.
+/// Appends a batch of new streams: the events of append `seq` get versions
+/// from 0 (`ord` counts from 1).
+const INSERT_NEW: &str = "\
+WITH inserted AS (
+    INSERT INTO eventlog.events
+        (stream_id, version, event_id, event_type, schema_version, data, metadata, append_seq)
+    SELECT stream, ord - 1, id, typ, sv, d, m, seq
+    FROM unnest($1::smallint[], $2::text[], $3::int[], $4::uuid[], $5::text[],
+                $6::smallint[], $7::jsonb[], $8::jsonb[])
+        AS t (seq, stream, ord, id, typ, sv, d, m)
+    ORDER BY seq, ord
+    RETURNING append_seq, version, position, tx_id
+)
+SELECT 'appended' AS outcome, max(version) AS stream_version,
+       (max(tx_id)::text::bigint << 16) | append_seq AS commit_position,
+       max(position) AS prepare_position
+FROM inserted GROUP BY append_seq ORDER BY append_seq";
+
+/// Appends the whole batch if every stream's head is where its append
+/// expects it; otherwise inserts nothing and returns no rows. Stored event
+/// ids are not looked up: a retry whose events are stored finds its stream
+/// past its expectation, and any other stored id fails the INSERT.
 /// Events carry their append's place in the batch (`seq`), stream,
 /// expectation and place in the append (`ord`, from 1), so a NoStream append
 /// (expected -1) gets versions 0.. and an Exact(n) one n+1...
@@ -31,19 +60,12 @@ WITH ev AS (
                          $6::text[], $7::smallint[], $8::jsonb[], $9::jsonb[])
         AS t (seq, stream, expected, ord, id, typ, sv, d, m)
 ), refused AS (
-    SELECT FROM ev WHERE ev.ord = 1 AND CASE
-        WHEN ev.expected = -1 THEN
-            EXISTS (SELECT FROM eventlog.events e WHERE e.stream_id = ev.stream)
-        ELSE
-            NOT EXISTS (SELECT FROM eventlog.events e
-                        WHERE e.stream_id = ev.stream AND e.version = ev.expected)
-            OR EXISTS (SELECT FROM eventlog.events e
-                       WHERE e.stream_id = ev.stream AND e.version = ev.expected + 1)
-        END
-    UNION ALL
-    SELECT FROM eventlog.events e WHERE e.event_id IN (SELECT id FROM ev)
-    UNION ALL
-    SELECT FROM ev WHERE ev.ord = 1 GROUP BY ev.stream HAVING count(*) > 1
+    SELECT FROM ev
+    LEFT JOIN LATERAL (
+        SELECT e.version FROM eventlog.events e
+        WHERE e.stream_id = ev.stream ORDER BY e.version DESC LIMIT 1
+    ) head ON true
+    WHERE ev.ord = 1 AND head.version IS DISTINCT FROM nullif(ev.expected, -1)
     LIMIT 1
 ), inserted AS (
     INSERT INTO eventlog.events
@@ -113,17 +135,16 @@ impl<'a> Columns<'a> {
 
     /// Per event: its append's place in the batch, stream, expectation and
     /// its own place in the append. None when an append takes `Any` (its
-    /// versions depend on the stream's head) or the batch is too large to
-    /// number, which only the functions handle.
-    #[allow(clippy::type_complexity)]
-    fn per_event(&self) -> Option<(Vec<i16>, Vec<&'a str>, Vec<i64>, Vec<i32>)> {
+    /// versions depend on the stream's head) or has no events, which only
+    /// the functions handle.
+    fn per_event(&self) -> Option<PerEvent<'a>> {
         let total = self.ids.len();
-        let (mut seqs, mut streams, mut expected, mut ords) = (
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-            Vec::with_capacity(total),
-        );
+        let mut out = PerEvent {
+            seqs: Vec::with_capacity(total),
+            streams: Vec::with_capacity(total),
+            expected: Vec::with_capacity(total),
+            ords: Vec::with_capacity(total),
+        };
         for (i, ((stream, want), count)) in self
             .streams
             .iter()
@@ -137,41 +158,85 @@ impl<'a> Columns<'a> {
                 return None;
             }
             for ord in 1..=*count {
-                seqs.push(seq);
-                streams.push(*stream);
-                expected.push(want);
-                ords.push(ord);
+                out.seqs.push(seq);
+                out.streams.push(*stream);
+                out.expected.push(want);
+                out.ords.push(ord);
             }
         }
-        Some((seqs, streams, expected, ords))
+        Some(out)
     }
 }
 
-/// Appends `batch` in one statement, set-based when it can and through the
-/// append functions otherwise (see the module's comment).
+/// Each event's append: its place in the batch, stream, expected version
+/// (-1: none) and the event's place in it from 1.
+struct PerEvent<'a> {
+    seqs: Vec<i16>,
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    ords: Vec<i32>,
+}
+
+/// Appends `batch` set-based when it can and through the append functions
+/// otherwise (see the module's comment).
 pub(super) async fn append_first(
     conn: &mut PgConnection,
     batch: &[Pending],
 ) -> Result<Vec<AppendRow>, sqlx::Error> {
     let columns = Columns::of(batch);
-    if let Some((seqs, streams, expected, ords)) = columns.per_event() {
-        let rows = sqlx::query_as::<_, AppendRow>(SET_BASED)
-            .bind(&seqs)
-            .bind(&streams)
-            .bind(&expected)
-            .bind(&ords)
+    let Some(events) = columns.per_event() else {
+        return by_function(conn, &columns).await;
+    };
+    let written = if batch
+        .iter()
+        .all(|p| p.expected == ExpectedVersion::NoStream)
+    {
+        sqlx::query_as::<_, AppendRow>(INSERT_NEW)
+            .bind(&events.seqs)
+            .bind(&events.streams)
+            .bind(&events.ords)
             .bind(&columns.ids)
             .bind(&columns.types)
             .bind(&columns.schemas)
             .bind(&columns.data)
             .bind(&columns.metadata)
             .fetch_all(&mut *conn)
-            .await?;
-        if !rows.is_empty() {
-            return Ok(rows);
-        }
+            .await
+    } else if shares_a_stream(batch) {
+        return by_function(conn, &columns).await;
+    } else {
+        sqlx::query_as::<_, AppendRow>(SET_BASED)
+            .persistent(false)
+            .bind(&events.seqs)
+            .bind(&events.streams)
+            .bind(&events.expected)
+            .bind(&events.ords)
+            .bind(&columns.ids)
+            .bind(&columns.types)
+            .bind(&columns.schemas)
+            .bind(&columns.data)
+            .bind(&columns.metadata)
+            .fetch_all(&mut *conn)
+            .await
+    };
+    match written {
+        Ok(rows) if !rows.is_empty() => Ok(rows),
+        Ok(_) => by_function(conn, &columns).await,
+        Err(e) if is_unique_violation(&e) => by_function(conn, &columns).await,
+        Err(e) => Err(e),
     }
-    by_function(conn, &columns).await
+}
+
+/// Whether two appends of `batch` go to one stream: set-based, the second
+/// could not see the first's events.
+fn shares_a_stream(batch: &[Pending]) -> bool {
+    let mut streams: Vec<&str> = batch.iter().map(|p| p.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.windows(2).any(|w| w[0] == w[1])
+}
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 /// Appends `batch` through the append functions: each append's exact

@@ -19,7 +19,7 @@ use sqlx::pool::PoolConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::append::{append_exactly, append_first};
+use super::append::{append_exactly, append_first, is_unique_violation};
 use super::{AppendRow, NOTIFY_CHANNEL, outcome_of};
 use crate::store::{AppendOutcome, ExpectedVersion, NewEvent, StoreError};
 
@@ -330,10 +330,6 @@ async fn append_alone(
         }
         reruns += 1;
     }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 #[cfg(test)]
