@@ -8,6 +8,10 @@
 #           ~300-byte jsonb event into a table with a primary key and a
 #           stream index, one transaction each (bench/pgbench/insert.sql),
 #           at each of APPEND_CLIENTS clients;
+#   create_work  pgbench, the rows one create writes (the event, its read-model
+#           row, its change-feed row) in one transaction each, without HTTP,
+#           sealing or batching (bench/pgbench/create_work.sql), at each of
+#           APPEND_CLIENTS clients: the database's ceiling for a create's rows;
 #   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
 #           index-less generation table, then its indexes, as `projector
 #           rebuild` does (rows/s for the COPY alone and with the indexes);
@@ -16,7 +20,7 @@
 # Figures go to stdout as one JSON object per line; progress to stderr.
 #
 #   bench/limits.sh                      # everything
-#   ONLY=append bench/limits.sh          # or insert, copy, list (list loads the rows
+#   ONLY=append bench/limits.sh          # or insert, create_work, copy, list (list loads the rows
 #                                        # as copy does, without its figures)
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
@@ -33,7 +37,7 @@ LIST_CLIENTS=${LIST_CLIENTS:-32}
 ROWS=${ROWS:-1000000}
 OWNERS=${OWNERS:-10000}
 THREADS=${THREADS:-$(nproc)}
-ONLY=${ONLY:-append,insert,copy,list}
+ONLY=${ONLY:-append,insert,create_work,copy,list}
 DB=tasklog_limits_$$
 TMP=$(mktemp -d)
 
@@ -106,9 +110,17 @@ if wants insert; then
     done
 fi
 
+if wants create_work; then
+    wants append || migrate eventlog events/migrations
+    migrate readmodel readmodel/migrations
+    for c in $APPEND_CLIENTS; do
+        run_pgbench pgbench_create_work "$c" bench/pgbench/create_work.sql
+    done
+fi
+
 if wants copy || wants list; then
     say "read model from readmodel/migrations"
-    migrate readmodel readmodel/migrations
+    wants create_work || migrate readmodel readmodel/migrations
     say "generating $ROWS rows over $OWNERS owners"
     psql_db -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/rows.sql > "$TMP/tasks.tsv"
     # What `projector rebuild` faces: a fresh, index-less generation table,
