@@ -22,6 +22,35 @@ use crate::fold::{Decoded, decode_batch};
 use crate::owners::resolve_owners;
 use crate::projection::{Applied, Projection, after, report_skipped};
 
+/// A batch's change rows and the checkpoint's compare-and-set, in one
+/// statement (so one implicit transaction); the NOTIFY goes on commit.
+macro_rules! write_changes {
+    () => {
+        "WITH moved AS ( \
+             UPDATE readmodel.checkpoints \
+             SET commit_position = $2, prepare_position = $3, updated_at = now() \
+             WHERE projection = $1 AND commit_position = $4 AND prepare_position = $5 \
+             RETURNING 1), \
+         inserted AS ( \
+             INSERT INTO readmodel.changes (owner_id, commit_position, prepare_position, \
+                 task_id, version, event_type, data, actor_id, recorded_at) \
+             SELECT * FROM unnest($6::uuid[], $7::int8[], $8::int8[], $9::uuid[], \
+                 $10::int8[], $11::text[], $12::jsonb[], $13::uuid[], $14::timestamptz[]) \
+             WHERE EXISTS (SELECT FROM moved) \
+             ON CONFLICT DO NOTHING)"
+    };
+}
+
+const WRITE: &str = concat!(write_changes!(), " SELECT pg_notify($15, $16) FROM moved");
+
+/// `WRITE`, and every change of the owners erased in the batch ($17) goes.
+const WRITE_AND_ERASE: &str = concat!(
+    write_changes!(),
+    ", erased AS (DELETE FROM readmodel.changes WHERE owner_id = ANY($17) \
+       AND EXISTS (SELECT FROM moved)) \
+     SELECT pg_notify($15, $16) FROM moved"
+);
+
 /// The change rows of a batch as column arrays, for one `unnest` insert.
 #[derive(Default)]
 struct ChangeArrays {
@@ -128,43 +157,32 @@ impl Projection for ChangesProjection {
             touched: Touched::Owners(owners),
         }
         .payload();
-        let moved = sqlx::query(
-            "WITH moved AS ( \
-                 UPDATE readmodel.checkpoints \
-                 SET commit_position = $2, prepare_position = $3, updated_at = now() \
-                 WHERE projection = $1 AND commit_position = $4 AND prepare_position = $5 \
-                 RETURNING 1), \
-             inserted AS ( \
-                 INSERT INTO readmodel.changes (owner_id, commit_position, prepare_position, \
-                     task_id, version, event_type, data, actor_id, recorded_at) \
-                 SELECT * FROM unnest($6::uuid[], $7::int8[], $8::int8[], $9::uuid[], \
-                     $10::int8[], $11::text[], $12::jsonb[], $13::uuid[], $14::timestamptz[]) \
-                 WHERE EXISTS (SELECT FROM moved) \
-                 ON CONFLICT DO NOTHING), \
-             erased AS ( \
-                 DELETE FROM readmodel.changes WHERE owner_id = ANY($17) \
-                 AND EXISTS (SELECT FROM moved)) \
-             SELECT pg_notify($15, $16) FROM moved",
-        )
-        .bind(CHANGES)
-        .bind(commit)
-        .bind(prepare)
-        .bind(old_commit)
-        .bind(old_prepare)
-        .bind(&rows.owner)
-        .bind(&rows.commit)
-        .bind(&rows.prepare)
-        .bind(&rows.task)
-        .bind(&rows.version)
-        .bind(&rows.kind)
-        .bind(&rows.data)
-        .bind(&rows.actor)
-        .bind(&rows.recorded_at)
-        .bind(CHANNEL)
-        .bind(payload)
-        .bind(&erased)
-        .fetch_optional(&self.db)
-        .await?;
+        // Only a batch that erases carries the DELETE, planned for its own
+        // arrays (a plan kept from a young table would scan it whole); the
+        // usual batch keeps its plan.
+        let erasing = !erased.is_empty();
+        let sql = if erasing { WRITE_AND_ERASE } else { WRITE };
+        let moved = sqlx::query(sql)
+            .persistent(!erasing)
+            .bind(CHANGES)
+            .bind(commit)
+            .bind(prepare)
+            .bind(old_commit)
+            .bind(old_prepare)
+            .bind(&rows.owner)
+            .bind(&rows.commit)
+            .bind(&rows.prepare)
+            .bind(&rows.task)
+            .bind(&rows.version)
+            .bind(&rows.kind)
+            .bind(&rows.data)
+            .bind(&rows.actor)
+            .bind(&rows.recorded_at)
+            .bind(CHANNEL)
+            .bind(payload)
+            .bind(&erased)
+            .fetch_optional(&self.db)
+            .await?;
         if moved.is_some() {
             return Ok(Applied::Done(Some(last)));
         }

@@ -82,23 +82,38 @@ async fn commit_batch(
     let table = generation::table(expected.generation);
     let first_row_param = 7;
     let deletes_param = first_row_param + RowArrays::PARAMS;
-    let sql = format!(
-        "WITH {COMPARE_AND_SET}, \
-         upserted AS ({}), \
-         deleted AS (DELETE FROM {table} WHERE id = ANY(${deletes_param}) \
-                     AND EXISTS (SELECT FROM moved)), \
-         erased AS (DELETE FROM {table} WHERE owner_id = ANY(${}) \
-                    AND EXISTS (SELECT FROM moved)) \
-         SELECT pg_notify(${}, ${}) FROM moved",
-        rows::upsert_sql(expected.generation, first_row_param, MOVED),
-        deletes_param + 1,
-        deletes_param + 2,
-        deletes_param + 3,
-    );
-    let arrays = RowArrays::new(&batch.upserts);
     let deletes: Vec<Uuid> = batch.deletes.iter().map(|id| id.0).collect();
+    // Only a batch that deletes carries the DELETEs, and it is planned for
+    // its own arrays: a plan kept from a young table would scan the whole
+    // table for each of them. The usual batch (creates and changes) keeps its
+    // plan; its statement reads nothing but the conflicting ids.
+    let mut sql = format!(
+        "WITH {COMPARE_AND_SET}, upserted AS ({})",
+        rows::upsert_sql(expected.generation, first_row_param, MOVED)
+    );
+    if !deletes.is_empty() {
+        sql += &format!(
+            ", deleted AS (DELETE FROM {table} WHERE id = ANY(${deletes_param}) \
+             AND EXISTS (SELECT FROM moved))"
+        );
+    }
+    if !batch.erased.is_empty() {
+        sql += &format!(
+            ", erased AS (DELETE FROM {table} WHERE owner_id = ANY(${}) \
+             AND EXISTS (SELECT FROM moved))",
+            deletes_param + 1
+        );
+    }
+    sql += &format!(
+        " SELECT pg_notify(${}, ${}) FROM moved",
+        deletes_param + 2,
+        deletes_param + 3
+    );
+    let keep_plan = deletes.is_empty() && batch.erased.is_empty();
+    let arrays = RowArrays::new(&batch.upserts);
     let payload = notice_payload(next, Touched::Owners(batch.owners));
     let query = sqlx::query(&sql)
+        .persistent(keep_plan)
         .bind(TASKS)
         .bind(commit)
         .bind(prepare)
