@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::progress::Reporter;
 use crate::rebuild::{RebuildOptions, rebuild};
 use crate::{Application, Settings, migrate, status, verify};
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
@@ -24,6 +25,9 @@ use tasklog_platform::database;
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::server::shutdown_on_signal;
 use tasklog_platform::telemetry;
+
+/// How long `tasklog-projector migrate` waits for Postgres and its locks.
+const MIGRATE_JOB_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Parser)]
 #[command(
@@ -255,9 +259,13 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             // The log is the command service's to migrate (`tasklog-command
             // migrate`); the read model is this one's, on its own server or not.
             let db = database::pool(&settings.readmodel, SERVICE_NAME)?;
-            tokio::time::timeout(Duration::from_secs(30), migrate(&db))
+            // A one-shot job, bounded by its orchestrator: it may start while
+            // the roles are still being set up and wait behind their locks
+            // (podman-compose 4.3 does not always wait for the job before
+            // it; a CI stack once spent over 30 s there).
+            tokio::time::timeout(MIGRATE_JOB_WAIT, migrate(&db))
                 .await
-                .context("Postgres did not become reachable within 30 s")??;
+                .context("the read model could not be migrated within 5 minutes")??;
             println!("the read model is migrated");
             Ok(ExitCode::SUCCESS)
         }
