@@ -22,16 +22,32 @@
 //! A race none of these can see (a concurrent transaction taking the same
 //! version or id) ends in a unique violation too.
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::group_commit::Pending;
 use super::{AppendRow, to_i64};
 use crate::store::ExpectedVersion;
 
+/// The final SELECT of the set-based statements: one row per append (its
+/// place in the batch, `append_seq`) of the rows their CTE `inserted`
+/// returned, as the append functions answer.
+macro_rules! answer_per_append {
+    () => {
+        "
+SELECT 'appended' AS outcome, max(version) AS stream_version,
+       (max(tx_id)::text::bigint << 16) | append_seq AS commit_position,
+       max(position) AS prepare_position
+FROM inserted GROUP BY append_seq ORDER BY append_seq"
+    };
+}
+
 /// Appends a batch of new streams: the events of append `seq` get versions
 /// from 0 (`ord` counts from 1).
-const INSERT_NEW: &str = "\
+const INSERT_NEW: &str = concat!(
+    "\
 WITH inserted AS (
     INSERT INTO eventlog.events
         (stream_id, version, event_id, event_type, schema_version, data, metadata, append_seq)
@@ -41,11 +57,9 @@ WITH inserted AS (
         AS t (seq, stream, ord, id, typ, sv, d, m)
     ORDER BY seq, ord
     RETURNING append_seq, version, position, tx_id
-)
-SELECT 'appended' AS outcome, max(version) AS stream_version,
-       (max(tx_id)::text::bigint << 16) | append_seq AS commit_position,
-       max(position) AS prepare_position
-FROM inserted GROUP BY append_seq ORDER BY append_seq";
+)",
+    answer_per_append!()
+);
 
 /// Appends the whole batch if every stream's head is where its append
 /// expects it; otherwise inserts nothing and returns no rows. Stored event
@@ -54,7 +68,8 @@ FROM inserted GROUP BY append_seq ORDER BY append_seq";
 /// Events carry their append's place in the batch (`seq`), stream,
 /// expectation and place in the append (`ord`, from 1), so a NoStream append
 /// (expected -1) gets versions 0.. and an Exact(n) one n+1...
-const SET_BASED: &str = "\
+const SET_BASED: &str = concat!(
+    "\
 WITH ev AS (
     SELECT * FROM unnest($1::smallint[], $2::text[], $3::bigint[], $4::int[], $5::uuid[],
                          $6::text[], $7::smallint[], $8::jsonb[], $9::jsonb[])
@@ -74,18 +89,18 @@ WITH ev AS (
     WHERE NOT EXISTS (SELECT FROM refused)
     ORDER BY seq, ord
     RETURNING append_seq, version, position, tx_id
-)
-SELECT 'appended' AS outcome, max(version) AS stream_version,
-       (max(tx_id)::text::bigint << 16) | append_seq AS commit_position,
-       max(position) AS prepare_position
-FROM inserted GROUP BY append_seq ORDER BY append_seq";
+)",
+    answer_per_append!()
+);
 
 /// Each append on its own, through the migrations' functions: exact
 /// outcomes for every case, at a higher price.
 const BY_FUNCTION: &str = "SELECT outcome, stream_version, commit_position, prepare_position \
      FROM eventlog.append_batch($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// A batch as the arrays both statements bind: per append, then per event.
+type AppendQuery<'q> = QueryAs<'q, Postgres, AppendRow, PgArguments>;
+
+/// A batch as the arrays the statements bind: per append, then per event.
 struct Columns<'a> {
     streams: Vec<&'a str>,
     expected: Vec<Option<i64>>,
@@ -131,6 +146,16 @@ impl<'a> Columns<'a> {
             }
         }
         columns
+    }
+
+    /// Binds the event columns, which every statement takes after its own.
+    fn bind_events<'q>(&'q self, query: AppendQuery<'q>) -> AppendQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schemas)
+            .bind(&self.data)
+            .bind(&self.metadata)
     }
 
     /// Per event: its append's place in the batch, stream, expectation and
@@ -191,33 +216,21 @@ pub(super) async fn append_first(
         .iter()
         .all(|p| p.expected == ExpectedVersion::NoStream)
     {
-        sqlx::query_as::<_, AppendRow>(INSERT_NEW)
+        let query = sqlx::query_as(INSERT_NEW)
             .bind(&events.seqs)
             .bind(&events.streams)
-            .bind(&events.ords)
-            .bind(&columns.ids)
-            .bind(&columns.types)
-            .bind(&columns.schemas)
-            .bind(&columns.data)
-            .bind(&columns.metadata)
-            .fetch_all(&mut *conn)
-            .await
+            .bind(&events.ords);
+        columns.bind_events(query).fetch_all(&mut *conn).await
     } else if shares_a_stream(batch) {
         return by_function(conn, &columns).await;
     } else {
-        sqlx::query_as::<_, AppendRow>(SET_BASED)
+        let query = sqlx::query_as(SET_BASED)
             .persistent(false)
             .bind(&events.seqs)
             .bind(&events.streams)
             .bind(&events.expected)
-            .bind(&events.ords)
-            .bind(&columns.ids)
-            .bind(&columns.types)
-            .bind(&columns.schemas)
-            .bind(&columns.data)
-            .bind(&columns.metadata)
-            .fetch_all(&mut *conn)
-            .await
+            .bind(&events.ords);
+        columns.bind_events(query).fetch_all(&mut *conn).await
     };
     match written {
         Ok(rows) if !rows.is_empty() => Ok(rows),
@@ -252,15 +265,9 @@ async fn by_function(
     conn: &mut PgConnection,
     columns: &Columns<'_>,
 ) -> Result<Vec<AppendRow>, sqlx::Error> {
-    sqlx::query_as::<_, AppendRow>(BY_FUNCTION)
+    let query = sqlx::query_as(BY_FUNCTION)
         .bind(&columns.streams)
         .bind(&columns.expected)
-        .bind(&columns.counts)
-        .bind(&columns.ids)
-        .bind(&columns.types)
-        .bind(&columns.schemas)
-        .bind(&columns.data)
-        .bind(&columns.metadata)
-        .fetch_all(conn)
-        .await
+        .bind(&columns.counts);
+    columns.bind_events(query).fetch_all(conn).await
 }
