@@ -2,6 +2,7 @@
 //! `decide`, append with the version read. With `If-Match` a lost race is a 412; without it the command
 //! is re-read and re-decided, so concurrent blind writers all land.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -9,7 +10,7 @@ use tasklog_events::domain::{
     TaskCommand, TaskError, TaskEvent, TaskId, TaskPatch, TaskState, decide, evolve,
 };
 use tasklog_events::task_stream::{self, TaskRecord, to_new_event};
-use tasklog_events::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError};
+use tasklog_events::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use uuid::Uuid;
 
 use super::recent::{Recent, RecentTasks};
@@ -132,23 +133,39 @@ fn to_append(
         .collect())
 }
 
-/// Remembers the task as the appended `events` left it.
-fn remember_after(
+/// Appends `new_events` (the `events` decided on `known`), expecting the
+/// stream still at `known.version`. The task is remembered as they leave
+/// it, or forgotten when the stream had moved on (a conflict).
+async fn append_on(
+    store: &dyn EventStore,
     recent: &RecentTasks,
     id: TaskId,
-    before: &TaskState,
-    events: Vec<TaskEvent>,
-    outcome: &AppendOutcome,
-) {
-    let state = events.iter().fold(before.clone(), evolve);
-    recent.remember(
-        id,
-        Recent {
-            state,
-            version: outcome.version,
-            position: outcome.position.commit,
-        },
-    );
+    known: &Recent,
+    events: &[TaskEvent],
+    new_events: Vec<NewEvent>,
+) -> Result<Ack, StoreError> {
+    let expected = ExpectedVersion::Exact(known.version);
+    match store.append(&id.stream_id(), expected, new_events).await {
+        Ok(outcome) => {
+            let ack = Ack::appended(id, &outcome);
+            let state = events.iter().fold(known.state.clone(), evolve);
+            recent.remember(
+                id,
+                Arc::new(Recent {
+                    state,
+                    version: ack.version,
+                    position: ack.position,
+                }),
+            );
+            Ok(ack)
+        }
+        Err(e) => {
+            if matches!(e, StoreError::Conflict { .. }) {
+                recent.forget(id);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The change decided on the task's remembered state (`recent.rs`), when
@@ -180,20 +197,9 @@ async fn change_recent(
         return Ok(None);
     }
     let new_events = to_append(id, &known.state, &events, change, ctx, None)?;
-    let expected = ExpectedVersion::Exact(known.version);
-    match store.append(&id.stream_id(), expected, new_events).await {
-        Ok(outcome) => {
-            remember_after(recent, id, &known.state, events, &outcome);
-            Ok(Some(Ack {
-                id: id.0,
-                version: outcome.version,
-                position: outcome.position.commit,
-            }))
-        }
-        Err(StoreError::Conflict { .. }) => {
-            recent.forget(id);
-            Ok(None)
-        }
+    match append_on(store, recent, id, &known, &events, new_events).await {
+        Ok(ack) => Ok(Some(ack)),
+        Err(StoreError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -271,14 +277,12 @@ pub async fn change_task_once(
         let Some(loaded) = load(store, id).await? else {
             return Err(TaskCommandError::NotFound(id));
         };
-        recent.remember(
-            id,
-            Recent {
-                state: loaded.state.clone(),
-                version: loaded.version,
-                position: loaded.position,
-            },
-        );
+        let known = Arc::new(Recent {
+            state: loaded.state.clone(),
+            version: loaded.version,
+            position: loaded.position,
+        });
+        recent.remember(id, known.clone());
         if let Some(ack) = first.and_then(|first| appended_before(&loaded, id, first)) {
             // Only the owner's request can have appended under these ids.
             return Ok(ack);
@@ -298,23 +302,17 @@ pub async fn change_task_once(
                 current: Some(loaded.version),
             });
         }
-        let ack = |version, position| Ack {
-            id: id.0,
-            version,
-            position,
-        };
         if events.is_empty() {
-            return Ok(ack(loaded.version, loaded.position));
+            return Ok(Ack {
+                id: id.0,
+                version: loaded.version,
+                position: loaded.position,
+            });
         }
         let new_events = to_append(id, &loaded.state, &events, change, ctx, first)?;
-        let expected = ExpectedVersion::Exact(loaded.version);
-        match store.append(&id.stream_id(), expected, new_events).await {
-            Ok(outcome) => {
-                remember_after(recent, id, &loaded.state, events, &outcome);
-                return Ok(ack(outcome.version, outcome.position.commit));
-            }
+        match append_on(store, recent, id, &known, &events, new_events).await {
+            Ok(ack) => return Ok(ack),
             Err(StoreError::Conflict { actual, .. }) => {
-                recent.forget(id);
                 if *precondition != Precondition::Latest {
                     return Err(TaskCommandError::PreconditionFailed { current: actual });
                 }

@@ -102,11 +102,7 @@ pub async fn create_task(
         }
         other => other?,
     };
-    let ack = Ack {
-        id: task_id.0,
-        version: outcome.version,
-        position: outcome.position.commit,
-    };
+    let ack = Ack::appended(task_id, &outcome);
     if let Some(key) = &ctx.idempotency_key {
         // The task exists now whatever happens here: a failure only means a
         // retry re-runs the append, which the event ids make harmless.

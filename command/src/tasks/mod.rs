@@ -14,7 +14,7 @@ mod revert;
 use serde::{Deserialize, Serialize};
 use tasklog_events::domain::{TaskId, UserId};
 use tasklog_events::task_stream::LoadError;
-use tasklog_events::{Metadata, StoreError};
+use tasklog_events::{AppendOutcome, Metadata, StoreError};
 use tasklog_platform::ApiError;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -45,6 +45,17 @@ pub struct Ack {
     /// The log position of the task's last event; send it as
     /// `X-Min-Position` to read your own write.
     pub position: u64,
+}
+
+impl Ack {
+    /// Where `id`'s stream stands after `outcome`, an append to it.
+    fn appended(id: TaskId, outcome: &AppendOutcome) -> Self {
+        Self {
+            id: id.0,
+            version: outcome.version,
+            position: outcome.position.commit,
+        }
+    }
 }
 
 /// Who sent a command and why, carried into every event's metadata.

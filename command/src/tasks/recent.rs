@@ -69,7 +69,7 @@ impl RecentTasks {
     }
 
     /// Remembers `recent` unless a later version of the task is known.
-    pub fn remember(&self, id: TaskId, recent: Recent) {
+    pub fn remember(&self, id: TaskId, recent: Arc<Recent>) {
         let Some(cache) = &self.cache else { return };
         if cache
             .peek(&id)
@@ -77,7 +77,7 @@ impl RecentTasks {
         {
             return;
         }
-        cache.insert(id, Arc::new(recent));
+        cache.insert(id, recent);
     }
 
     pub fn forget(&self, id: TaskId) {
@@ -124,12 +124,12 @@ mod tests {
         (id, TaskState::Live(task))
     }
 
-    fn at(state: &TaskState, version: u64) -> Recent {
-        Recent {
+    fn at(state: &TaskState, version: u64) -> Arc<Recent> {
+        Arc::new(Recent {
             state: state.clone(),
             version,
             position: version,
-        }
+        })
     }
 
     #[test]
