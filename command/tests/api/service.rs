@@ -12,7 +12,7 @@ use tasklog_platform::testing::{TestDb, repeated_operation_ids};
 
 #[cfg(not(feature = "eventstoredb"))]
 use crate::helpers::settings;
-use crate::helpers::{problem, spawn_app, start};
+use crate::helpers::{TestApp, problem, spawn_app, start};
 
 #[tokio::test]
 async fn live_and_ready_answer_200_with_each_dependency_named() {
@@ -34,17 +34,19 @@ async fn live_and_ready_answer_200_with_each_dependency_named() {
     assert_eq!(body["checks"]["event_store"], "ok");
 }
 
-#[tokio::test]
-async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
-    let app = spawn_app().await;
-    let doc: Value = app
-        .request(Method::GET, "/openapi.json")
+async fn openapi_document(app: &TestApp) -> Value {
+    app.request(Method::GET, "/openapi.json")
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
+    let doc = openapi_document(&spawn_app().await).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     for (path, method) in [
         ("/v1/auth/register", "post"),
@@ -94,15 +96,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
 /// one the service takes (an empty one was a 422 for most creates).
 #[tokio::test]
 async fn the_openapi_document_names_each_operation_once_and_bounds_idempotency_keys() {
-    let app = spawn_app().await;
-    let doc: Value = app
-        .request(Method::GET, "/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi_document(&spawn_app().await).await;
     let repeated = repeated_operation_ids(&doc);
     assert!(
         repeated.is_empty(),
