@@ -31,15 +31,21 @@ impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
     }
 }
 
-// One thread: the subscriber below is this thread's, and the server's tasks
-// must log through it.
-#[tokio::test(flavor = "current_thread")]
-async fn a_finished_request_is_logged_with_id_route_status_latency_and_user() {
+/// This thread's log lines, as the services write them (JSON, `info`),
+/// captured until the guard is dropped.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
         .with(tasklog_platform::telemetry::json_layer(captured.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+// One thread: the subscriber of capture_logs is this thread's, and the server's tasks
+// must log through it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_finished_request_is_logged_with_id_route_status_latency_and_user() {
+    let (captured, _guard) = capture_logs();
 
     let app = spawn(&[]).await;
     let user = Uuid::new_v4();
@@ -69,11 +75,7 @@ async fn a_finished_request_is_logged_with_id_route_status_latency_and_user() {
 // not name is said once, not on every request.
 #[tokio::test(flavor = "current_thread")]
 async fn forwarded_for_from_an_untrusted_peer_is_logged_once() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(tasklog_platform::telemetry::json_layer(captured.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let app = spawn(&[]).await;
     for _ in 0..3 {
