@@ -11,7 +11,7 @@ mod contract;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::{event, stream};
+use contract::{event, stream, wins_and_conflicts};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Row};
 use tasklog_events::store::postgres::{GroupCommitSettings, PgEventStore};
@@ -561,20 +561,7 @@ async fn every_append_of_a_mixed_batch_gets_the_outcome_it_would_get_alone() {
         matches!(&results[3], Ok(o) if o.duplicate && o.version == 0),
         "{results:?}"
     );
-    let twice_won = results[4..6].iter().filter(|r| r.is_ok()).count();
-    let twice_lost = results[4..6]
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                Err(StoreError::Conflict {
-                    actual: Some(1),
-                    ..
-                })
-            )
-        })
-        .count();
-    assert_eq!((twice_won, twice_lost), (1, 1), "{results:?}");
+    assert_eq!(wins_and_conflicts(&results[4..6], 1), (1, 1), "{results:?}");
     assert_eq!(version_of(&results[6]), Some(1), "{results:?}");
     for (s, want) in [
         (&fresh, 1),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 use tasklog_events::{
-    EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StoreError,
+    AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    StoreError,
 };
 use uuid::Uuid;
 
@@ -65,6 +66,20 @@ macro_rules! contract_suite_log_wide_ids {
             a_known_id_under_another_stream_is_an_idempotency_mismatch,
         );
     };
+}
+
+/// How many of `results` appended, and how many lost to a stream found at
+/// version `actual`.
+pub fn wins_and_conflicts(
+    results: &[Result<AppendOutcome, StoreError>],
+    actual: u64,
+) -> (usize, usize) {
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { actual: Some(v), .. }) if v == &actual))
+        .count();
+    (wins, conflicts)
 }
 
 pub fn stream() -> String {
@@ -313,20 +328,7 @@ pub async fn concurrent_exact_appends_to_one_stream_let_exactly_one_win(store: &
         }
     });
     let results = futures::future::join_all(attempts).await;
-    let wins = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts = results
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                Err(StoreError::Conflict {
-                    actual: Some(1),
-                    ..
-                })
-            )
-        })
-        .count();
-    assert_eq!((wins, conflicts), (1, 15), "{results:?}");
+    assert_eq!(wins_and_conflicts(&results, 1), (1, 15), "{results:?}");
     assert_eq!(store.read_stream(&s, 0, None).await.unwrap().len(), 2);
 }
 
