@@ -19,7 +19,8 @@ use tasklog_platform::config::{Env, RedisSettings};
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::testing::{TestDb, logs_when_asked, redis_prefix, redis_url};
 use tasklog_projector::counts::CountsProjection;
-use tasklog_projector::{Application, Settings};
+use tasklog_projector::rebuild::{Quiet, RebuildOptions, RebuildReport, rebuild};
+use tasklog_projector::{Application, ProjectorError, Settings};
 use tasklog_readmodel::counts::{CountKeys, partition_of};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,18 @@ pub struct World {
 }
 
 impl World {
+    /// A rebuild of this world's read model and counts, quietly.
+    pub async fn rebuild(&self, options: RebuildOptions) -> Result<RebuildReport, ProjectorError> {
+        rebuild(
+            self.pool(),
+            self.dyn_store(),
+            Some(&self.redis),
+            options,
+            &mut Quiet,
+        )
+        .await
+    }
+
     pub async fn new() -> World {
         logs_when_asked();
         let db = Arc::new(TestDb::new().await.expect("test database"));

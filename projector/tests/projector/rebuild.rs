@@ -10,15 +10,7 @@ use uuid::Uuid;
 use crate::helpers::{World, all_rows, owners};
 
 async fn rebuild_with_defaults(w: &World) -> RebuildReport {
-    rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        RebuildOptions::default(),
-        &mut Quiet,
-    )
-    .await
-    .unwrap()
+    w.rebuild(RebuildOptions::default()).await.unwrap()
 }
 
 #[tokio::test]
@@ -73,19 +65,14 @@ async fn rebuild_swaps_in_a_new_generation_while_readers_query_and_run_keeps_pro
         })
     };
 
-    let report = rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        RebuildOptions {
+    let report = w
+        .rebuild(RebuildOptions {
             total_hint: None,
             index_parallelism: 2,
             replay_ranges: 3,
-        },
-        &mut Quiet,
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(report.generation, 2);
     assert_eq!(report.counts.as_deref(), Ok("g2"));
 
@@ -139,19 +126,14 @@ async fn a_rebuild_of_a_quiet_log_yields_the_same_rows_and_counts() {
     for p in &people {
         counts_before.push(w.counts(*p).await);
     }
-    let report = rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        // Several stretches at once; the second rebuild below uses one.
-        RebuildOptions {
+    // Several stretches at once; the second rebuild below uses one.
+    let report = w
+        .rebuild(RebuildOptions {
             replay_ranges: 4,
             ..RebuildOptions::default()
-        },
-        &mut Quiet,
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(report.position, w.head().await);
     assert_eq!(report.live_tasks as usize, before.len());
     assert_eq!(all_rows(w.pool()).await, before);

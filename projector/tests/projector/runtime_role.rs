@@ -68,15 +68,10 @@ async fn the_projector_runs_and_verifies_as_its_runtime_role_and_leaves_rebuilds
         "a rebuild as the runtime role stops before it starts: {:?}",
         refused_rebuild.err()
     );
-    let report = rebuild(
-        w.pool(),
-        w.dyn_store(),
-        Some(&w.redis),
-        RebuildOptions::default(),
-        &mut Quiet,
-    )
-    .await
-    .expect("the owner rebuilds");
+    let report = w
+        .rebuild(RebuildOptions::default())
+        .await
+        .expect("the owner rebuilds");
     assert!(report.generation > report.previous_generation);
 
     // The runtime role's `run` writes the new generation's rows.
