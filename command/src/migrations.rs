@@ -15,7 +15,7 @@ use sqlx::migrate::{MigrateError as SqlxMigrateError, Migration, MigrationSource
 use tasklog_events::store::postgres::{MigrateError, PgEventStore, migrate_schema};
 use tasklog_events::store::{Backend, backend_for};
 use tasklog_platform::config::{DatabaseSettings, Env};
-use tasklog_platform::database;
+use tasklog_platform::database::{self, MIGRATE_JOB_WAIT, retry_for};
 use uuid::Uuid;
 
 static SHIPPED: Migrator = sqlx::migrate!("./migrations");
@@ -124,11 +124,22 @@ async fn report_lookalikes(db: &PgPool) {
 pub async fn migrate_from_env(env: &Env) -> anyhow::Result<()> {
     let settings = DatabaseSettings::from_env(env)?;
     let db = database::pool(&settings, "tasklog-command-migrate")?;
-    migrate(&db).await?;
     // Another store (KurrentDB) has no schema of ours.
-    if let Backend::Postgres = backend_for(env.get("EVENT_STORE_URL"))? {
-        PgEventStore::new(db.clone()).migrate().await?;
-    }
+    let postgres_log = matches!(backend_for(env.get("EVENT_STORE_URL"))?, Backend::Postgres);
+    // A one-shot job may start before Postgres, its name or its roles are
+    // there (podman-compose 4.3 does not always wait for the job before it).
+    retry_for(
+        "migrating the accounts and the log",
+        MIGRATE_JOB_WAIT,
+        || async {
+            migrate(&db).await?;
+            if postgres_log {
+                PgEventStore::new(db.clone()).migrate().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        },
+    )
+    .await?;
     tracing::info!("the accounts and the log are migrated");
     db.close().await;
     Ok(())

@@ -60,6 +60,39 @@ pub fn log_and_readmodel_pools(
 /// Idle longer than this, a pooled connection is checked before use.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
 
+/// How long a one-shot migrate job (`tasklog-command migrate`,
+/// `tasklog-projector migrate`) keeps trying before it gives up.
+pub const MIGRATE_JOB_WAIT: Duration = Duration::from_secs(300);
+
+/// A one-shot job's start-up step gave up.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} did not succeed within {limit:?} (each failure is logged above)")]
+pub struct GaveUp {
+    pub what: String,
+    pub limit: Duration,
+}
+
+/// `retry_until_ok` for one-shot jobs, which must end: a container's DNS,
+/// Postgres or the roles a job before it makes may not be there yet when it
+/// starts (a compose stack once failed on one name lookup), so it retries,
+/// but only for `limit`.
+///
+/// # Errors
+/// When `op` has not succeeded within `limit`.
+pub async fn retry_for<T, E, F, Fut>(what: &str, limit: Duration, op: F) -> Result<T, GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    tokio::time::timeout(limit, retry_until_ok(what, op))
+        .await
+        .map_err(|_| GaveUp {
+            what: what.to_owned(),
+            limit,
+        })
+}
+
 /// Retries `op` with capped exponential backoff until it succeeds, logging
 /// each failure; for start-up steps such as migrations.
 ///
@@ -81,5 +114,40 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_step_that_fails_for_a_while_is_retried_until_it_succeeds() {
+        let calls = Cell::new(0);
+        let result = retry_for("a step", Duration::from_secs(10), || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 3 { Err("not yet") } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_job_step_that_keeps_failing_gives_up_at_its_limit_naming_itself() {
+        let calls = Cell::new(0);
+        let result: Result<(), _> = retry_for("migrating x", Duration::from_millis(300), || {
+            calls.set(calls.get() + 1);
+            async { Err("name lookup failed") }
+        })
+        .await;
+        let gave_up = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            gave_up.starts_with("migrating x did not succeed within 300ms"),
+            "{gave_up}"
+        );
+        assert!(calls.get() >= 2, "retried {} times", calls.get());
     }
 }

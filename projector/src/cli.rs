@@ -21,13 +21,10 @@ use tasklog_events::store::copy::{CopyProgress, copy_log};
 use tasklog_events::store::{open, open_when_ready};
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::config::Env;
-use tasklog_platform::database;
+use tasklog_platform::database::{self, MIGRATE_JOB_WAIT};
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::server::shutdown_on_signal;
 use tasklog_platform::telemetry;
-
-/// How long `tasklog-projector migrate` waits for Postgres and its locks.
-const MIGRATE_JOB_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Parser)]
 #[command(
@@ -263,9 +260,10 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             // the roles are still being set up and wait behind their locks
             // (podman-compose 4.3 does not always wait for the job before
             // it; a CI stack once spent over 30 s there).
-            tokio::time::timeout(MIGRATE_JOB_WAIT, migrate(&db))
-                .await
-                .context("the read model could not be migrated within 5 minutes")??;
+            database::retry_for("migrating the read model", MIGRATE_JOB_WAIT, || {
+                migrate(&db)
+            })
+            .await?;
             println!("the read model is migrated");
             Ok(ExitCode::SUCCESS)
         }
