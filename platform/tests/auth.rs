@@ -106,6 +106,8 @@ fn a_token_signed_with_another_secret_or_tampered_is_rejected() {
         .issue(Uuid::new_v4())
         .unwrap()
         .token;
+    // Verified first, so a remembered token cannot stand in for its forgery.
+    assert!(keys.verifier.verify(&good).is_ok());
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     let forged_payload = base64_url(&claims(600).to_string());
     parts[1] = forged_payload;
