@@ -382,3 +382,49 @@ async fn a_subscriber_is_woken_by_the_notification_after_an_append() {
         .unwrap();
     assert_eq!(batch[0].stream_id, s);
 }
+
+/// A caught-up tail waits `READ_SPACING` (10 ms) between reads, so under a
+/// stream of commits one read takes what several added instead of one read
+/// (and one projection batch) per commit. Whatever the machine's speed, reads
+/// that find events begin at least 10 ms apart: the bound below holds.
+#[tokio::test]
+async fn a_busy_tail_is_read_at_most_once_per_spacing() {
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    let (_db, store) = store().await;
+    let mut sub = store.subscribe_all(None);
+    let (writers, each) = (8_usize, 25_u64);
+    let total = writers * usize::try_from(each).unwrap();
+    let started = Instant::now();
+    let appends = futures::future::join_all((0..writers).map(|_| {
+        let store = store.clone();
+        async move {
+            for i in 0..each {
+                store
+                    .append(&stream(), ExpectedVersion::NoStream, vec![event(i)])
+                    .await
+                    .unwrap();
+            }
+        }
+    }));
+    let reads = async {
+        let (mut seen, mut batches) = (0, 0_u128);
+        while seen < total {
+            let batch = tokio::time::timeout(Duration::from_secs(60), sub.next())
+                .await
+                .expect("the tail keeps up")
+                .unwrap()
+                .unwrap();
+            seen += batch.len();
+            batches += 1;
+        }
+        (batches, started.elapsed())
+    };
+    let (_, (batches, took)) = tokio::join!(appends, reads);
+    let bound = took.as_millis() / 10 + 1;
+    assert!(
+        batches <= bound,
+        "{batches} reads found events within {took:?}: more than one per 10 ms"
+    );
+}
