@@ -383,10 +383,12 @@ async fn a_subscriber_is_woken_by_the_notification_after_an_append() {
     assert_eq!(batch[0].stream_id, s);
 }
 
-/// A caught-up tail waits `READ_SPACING` (10 ms) between reads, so under a
-/// stream of commits one read takes what several added instead of one read
-/// (and one projection batch) per commit. Whatever the machine's speed, reads
-/// that find events begin at least 10 ms apart: the bound below holds.
+/// A busy tail waits `READ_SPACING` (10 ms) between reads, so under a stream
+/// of commits one read takes what several added instead of one read (and one
+/// projection batch) per commit. Whatever the machine's speed: a read that
+/// found 4 events or more (`BUSY_READ`) is followed by one at least 10 ms
+/// after it began, so the bound below holds; one that found fewer lets the
+/// next follow at once.
 #[tokio::test]
 async fn a_busy_tail_is_read_at_most_once_per_spacing() {
     use futures::StreamExt;
@@ -409,7 +411,7 @@ async fn a_busy_tail_is_read_at_most_once_per_spacing() {
         }
     }));
     let reads = async {
-        let (mut seen, mut batches) = (0, 0_u128);
+        let (mut seen, mut batches, mut quiet) = (0, 0_u128, 0_u128);
         while seen < total {
             let batch = tokio::time::timeout(Duration::from_secs(60), sub.next())
                 .await
@@ -418,13 +420,15 @@ async fn a_busy_tail_is_read_at_most_once_per_spacing() {
                 .unwrap();
             seen += batch.len();
             batches += 1;
+            quiet += u128::from(batch.len() < 4);
         }
-        (batches, started.elapsed())
+        (batches, quiet, started.elapsed())
     };
-    let (_, (batches, took)) = tokio::join!(appends, reads);
-    let bound = took.as_millis() / 10 + 1;
+    let (_, (batches, quiet, took)) = tokio::join!(appends, reads);
+    let bound = took.as_millis() / 10 + 1 + quiet;
     assert!(
         batches <= bound,
-        "{batches} reads found events within {took:?}: more than one per 10 ms"
+        "{batches} reads found events within {took:?} ({quiet} of them fewer than 4): \
+         more than one busy read per 10 ms"
     );
 }

@@ -96,15 +96,27 @@ const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
 /// Held back longer than this, the holder is a long transaction somewhere on
 /// the server: back off towards the poll interval instead of spinning.
 const HELD_BACK_PATIENCE: Duration = Duration::from_secs(1);
-/// A caught-up tail reads again no sooner than this after its last read
-/// began. Under load every append's NOTIFY would wake it for a handful of
-/// events, and each read is then applied by every projection, each batch
-/// with its own statements and commit: waiting lets one read take what
-/// several commits added. A lone event after a quiet spell is read at once;
-/// a busy log's events wait at most this long (bench/README.md, "Eighth
-/// session": 10 ms took creates/s from 3,463-3,775 to 4,898-4,901 and
-/// lag p99 at 2,400 creates/s from 16-21 to 21 ms).
+/// A busy tail reads again no sooner than this after its last read began.
+/// Under load every append's NOTIFY would wake it for one commit's events,
+/// and each read is then applied by every projection, each batch with its
+/// own statements and commit: waiting lets one read take what several
+/// commits added (bench/README.md, "Eighth session": creates/s 3,463-3,775
+/// to 4,898-4,901, lag p99 at 2,400 creates/s 16-21 to 21 ms).
 const READ_SPACING: Duration = Duration::from_millis(10);
+/// A read that found at least this many events (but not a full page) shows
+/// a busy log; one that found fewer, a quiet one, whose next event is read
+/// as soon as it is announced (a live feed at 200 writes/s would otherwise
+/// wait about 6 ms longer per event).
+const BUSY_READ: usize = 4;
+
+/// When a tail may read again after a read, begun at `started`, that found
+/// `found` events: at once when it is behind (a full page) or the log is
+/// quiet, else after `READ_SPACING`.
+fn next_read_at(started: tokio::time::Instant, found: usize) -> Option<tokio::time::Instant> {
+    (BUSY_READ..BATCH)
+        .contains(&found)
+        .then(|| started + READ_SPACING)
+}
 
 struct Tail {
     pool: PgPool,
@@ -112,8 +124,8 @@ struct Tail {
     poll: Duration,
     listener: Option<PgListener>,
     backoff: Duration,
-    /// When the last read that found the tail's end began.
-    last_partial_read: Option<tokio::time::Instant>,
+    /// No read before this (`next_read_at`).
+    next_read: Option<tokio::time::Instant>,
 }
 
 impl Tail {
@@ -155,14 +167,14 @@ impl Tail {
         let mut held_since: Option<tokio::time::Instant> = None;
         loop {
             self.listen().await;
-            if let Some(last) = self.last_partial_read {
-                tokio::time::sleep_until(last + READ_SPACING).await;
+            if let Some(at) = self.next_read {
+                tokio::time::sleep_until(at).await;
             }
             let started = tokio::time::Instant::now();
             match read_committed(&self.pool, self.after, BATCH).await {
                 Ok(page) if !page.events.is_empty() => {
                     self.backoff = FIRST_RETRY;
-                    self.last_partial_read = (page.events.len() < BATCH).then_some(started);
+                    self.next_read = next_read_at(started, page.events.len());
                     if let Some(last) = page.events.last() {
                         self.after = last.position;
                     }
@@ -205,10 +217,36 @@ pub(super) fn subscribe(pool: PgPool, after: Position, poll: Duration) -> EventB
         poll,
         listener: None,
         backoff: FIRST_RETRY,
-        last_partial_read: None,
+        next_read: None,
     };
     Box::pin(stream::unfold(tail, |mut tail| async move {
         let batch = tail.next_batch().await;
         Some((batch, tail))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_log_is_read_again_at_once_and_a_busy_one_after_the_spacing() {
+        // Given a read that began now
+        let started = tokio::time::Instant::now();
+        // When it found one commit of a quiet log, or a few events short of busy
+        // Then the next read may begin as soon as an append is announced
+        assert_eq!(next_read_at(started, 1), None);
+        assert_eq!(next_read_at(started, BUSY_READ - 1), None);
+        // When it found a busy log's events: after the spacing
+        assert_eq!(
+            next_read_at(started, BUSY_READ),
+            Some(started + READ_SPACING)
+        );
+        assert_eq!(
+            next_read_at(started, BATCH - 1),
+            Some(started + READ_SPACING)
+        );
+        // When it found a full page, the tail is behind: at once
+        assert_eq!(next_read_at(started, BATCH), None);
+    }
 }
