@@ -1,7 +1,8 @@
 //! Group commit: appends waiting at the same moment go to Postgres as one
 //! batch in one transaction (one fsync), each with its own expected-version
-//! check and its own result; one NOTIFY follows the commit (migration 0003
-//! says why it is not inside the transaction).
+//! check and its own result; a NOTIFY follows the commit, one in flight for
+//! all the workers (migration 0003 says why it is not inside the
+//! transaction).
 //!
 //! A few worker tasks take turns: each takes every append queued so far and
 //! commits them together, so under load batches grow by themselves and with
@@ -12,6 +13,7 @@
 //! re-running an append harmless (a stored one comes back as a duplicate).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -80,8 +82,9 @@ impl GroupCommit {
     pub fn start(pool: PgPool, settings: GroupCommitSettings) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
+        let notifier = Arc::new(Notifier::new(pool.clone()));
         for _ in 0..settings.workers.max(1) {
-            tokio::spawn(worker(pool.clone(), rx.clone(), settings));
+            tokio::spawn(worker(pool.clone(), rx.clone(), notifier.clone(), settings));
         }
         Self { queue }
     }
@@ -111,6 +114,7 @@ impl GroupCommit {
 async fn worker(
     pool: PgPool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    notifier: Arc<Notifier>,
     settings: GroupCommitSettings,
 ) {
     let max_batch = settings.batch_limit();
@@ -141,28 +145,63 @@ async fn worker(
             Err(e) => Err(e),
         };
         match written {
-            Ok(rows) => answer(&pool, batch, rows, false).await,
-            Err(e) => settle(&pool, batch, e, Instant::now() + settings.settle_within).await,
+            Ok(rows) => answer(&notifier, batch, rows, false).await,
+            Err(e) => {
+                let deadline = Instant::now() + settings.settle_within;
+                settle(&pool, &notifier, batch, e, deadline).await;
+            }
         }
     }
 }
 
-/// Wakes subscribers after a commit. A failure only delays them until their
-/// next poll, so it is logged and not reported to the appenders.
-async fn notify(pool: &PgPool) {
-    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(pool)
-        .await
-    {
-        tracing::debug!(error = %e, "could not notify subscribers; they will poll");
+/// Wakes subscribers after commits, with one NOTIFY in flight for all the
+/// workers: each NOTIFY is a committed transaction of its own (migration
+/// 0003 says why), and under load the workers commit faster than one per
+/// NOTIFY. A commit that asks while one is in flight is covered by the next,
+/// which begins after it asked, so after its commit. A failure only delays
+/// subscribers until their next poll, so it is logged and not reported to
+/// the appenders.
+struct Notifier {
+    pool: PgPool,
+    /// Requests so far, each made after its commit.
+    asked: AtomicU64,
+    /// The requests a NOTIFY begun after them has covered; held while one is
+    /// in flight.
+    covered: Mutex<u64>,
+}
+
+impl Notifier {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            asked: AtomicU64::new(0),
+            covered: Mutex::new(0),
+        }
+    }
+
+    /// Returns once a NOTIFY begun after this call has completed.
+    async fn after_commit(&self) {
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.covered.lock().await;
+        if *covered >= ticket {
+            return;
+        }
+        let upto = self.asked.load(Ordering::SeqCst);
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "could not notify subscribers; they will poll");
+        }
+        *covered = upto;
     }
 }
 
 /// Replies to each append of a batch with its row of the append function.
 /// `settled`: the batch ran again after a failure, so an earlier run may have
 /// committed without waking anyone.
-async fn answer(pool: &PgPool, batch: Vec<Pending>, rows: Vec<AppendRow>, settled: bool) {
+async fn answer(notifier: &Notifier, batch: Vec<Pending>, rows: Vec<AppendRow>, settled: bool) {
     if rows.len() != batch.len() {
         let message = format!("batch of {} got {} results", batch.len(), rows.len());
         for pending in batch {
@@ -178,7 +217,7 @@ async fn answer(pool: &PgPool, batch: Vec<Pending>, rows: Vec<AppendRow>, settle
         .iter()
         .any(|r| r.outcome == "appended" || (settled && r.outcome == "duplicate"))
     {
-        notify(pool).await;
+        notifier.after_commit().await;
     }
     for (pending, row) in batch.into_iter().zip(rows) {
         let _ = pending.reply.send(outcome_of(row, pending.expected));
@@ -250,7 +289,13 @@ async fn acquire(
 /// Finds out, within `deadline`, what became of a batch whose statement
 /// failed, and answers each caller still waiting with that: its outcome, or
 /// "unavailable" when the log could not tell in time.
-async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, deadline: Instant) {
+async fn settle(
+    pool: &PgPool,
+    notifier: &Notifier,
+    mut batch: Vec<Pending>,
+    mut error: sqlx::Error,
+    deadline: Instant,
+) {
     let mut reruns = 0;
     loop {
         batch.retain(|p| !p.reply.is_closed());
@@ -260,7 +305,7 @@ async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, 
         match classify(&error) {
             Failure::PerAppend => {
                 tracing::debug!(error = %error, appends = batch.len(), "batch aborted; appending one by one");
-                return one_by_one(pool, batch, deadline).await;
+                return one_by_one(pool, notifier, batch, deadline).await;
             }
             Failure::Unknown if reruns < RERUNS && Instant::now() < deadline => {
                 tracing::debug!(error = %error, appends = batch.len(), "batch outcome unknown; running it again");
@@ -270,7 +315,7 @@ async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, 
                     Err(e) => Err(e),
                 };
                 match rerun {
-                    Ok(rows) => return answer(pool, batch, rows, true).await,
+                    Ok(rows) => return answer(notifier, batch, rows, true).await,
                     Err(e) => error = e,
                 }
             }
@@ -287,18 +332,19 @@ async fn settle(pool: &PgPool, mut batch: Vec<Pending>, mut error: sqlx::Error, 
 
 /// Each append in a transaction of its own, for the callers still waiting,
 /// until `deadline`; the rest are told the log is unavailable.
-async fn one_by_one(pool: &PgPool, batch: Vec<Pending>, deadline: Instant) {
+async fn one_by_one(pool: &PgPool, notifier: &Notifier, batch: Vec<Pending>, deadline: Instant) {
     for pending in batch {
         if pending.reply.is_closed() {
             continue;
         }
-        let result = append_alone(pool, &pending, deadline).await;
+        let result = append_alone(pool, notifier, &pending, deadline).await;
         let _ = pending.reply.send(result);
     }
 }
 
 async fn append_alone(
     pool: &PgPool,
+    notifier: &Notifier,
     pending: &Pending,
     deadline: Instant,
 ) -> Result<AppendOutcome, StoreError> {
@@ -314,7 +360,7 @@ async fn append_alone(
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("append returned no row".into()))?;
                 if row.outcome == "appended" || (reruns > 0 && row.outcome == "duplicate") {
-                    notify(pool).await;
+                    notifier.after_commit().await;
                 }
                 return outcome_of(row, pending.expected);
             }
