@@ -52,6 +52,7 @@ async fn feed(api: &Api, me: &Session, min: u64) -> Vec<(String, u64)> {
 }
 
 /// Writes for both users: creations, and patches of two changes each.
+/// Returns the position of the last write.
 async fn write_load(api: Api, me: Session, other: Session, rounds: usize) -> u64 {
     let mut last = 0;
     for i in 0..rounds {
@@ -65,7 +66,9 @@ async fn write_load(api: Api, me: Session, other: Session, rounds: usize) -> u64
             .await
             .unwrap();
         assert_eq!(theirs.status, StatusCode::CREATED);
-        last = mine.position().unwrap();
+        // The later of the two: a test writing as one user for both sees
+        // both in its feed.
+        last = theirs.position().unwrap();
         if i % 3 == 0 {
             let id = mine.body["id"].as_str().unwrap();
             let patched = api
