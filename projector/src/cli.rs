@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::progress::Reporter;
 use crate::rebuild::{RebuildOptions, rebuild};
 use crate::{Application, Settings, migrate, status, verify};
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
