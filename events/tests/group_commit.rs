@@ -53,6 +53,7 @@ fn one_worker(settle_within: Duration) -> GroupCommitSettings {
         workers: 1,
         max_batch: 128,
         settle_within,
+        ..GroupCommitSettings::default()
     }
 }
 

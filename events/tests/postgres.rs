@@ -456,3 +456,74 @@ async fn concurrent_appends_all_reach_a_subscriber_that_never_polls() {
     );
     assert_eq!(sizes.iter().sum::<usize>(), 200);
 }
+
+/// Statements prepared on the pool's one connection that read stream heads
+/// for a batch of changes (append.rs, `SET_BASED`).
+async fn kept_change_plans(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_prepared_statements \
+         WHERE statement LIKE '%refused AS%' AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_of_changes_keeps_its_plan_only_once_the_log_holds_enough_events() {
+    let db = TestDb::new().await.expect("test database");
+    // One connection: the statements the appends prepared are on it.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone()).with_group_commit(GroupCommitSettings {
+        workers: 1,
+        keep_plan_after: 15,
+        ..GroupCommitSettings::default()
+    });
+    store.migrate().await.unwrap();
+    let streams: Vec<String> = (0..10).map(|_| stream()).collect();
+    for s in &streams {
+        store
+            .append(s, ExpectedVersion::NoStream, vec![event(0)])
+            .await
+            .unwrap();
+    }
+    // Given 10 events, when 4 changes are appended, then none kept a plan.
+    for s in &streams[..4] {
+        let done = store
+            .append(s, ExpectedVersion::Exact(0), vec![event(1)])
+            .await
+            .unwrap();
+        assert_eq!(done.version, 1);
+    }
+    assert_eq!(kept_change_plans(&pool).await, 0);
+    // The fifth brings the log to 15 events; the change after it keeps a plan.
+    for s in &streams[4..6] {
+        store
+            .append(s, ExpectedVersion::Exact(0), vec![event(1)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(kept_change_plans(&pool).await, 1);
+    // With the plan kept, a stale expectation is still refused and a good one
+    // still appended.
+    let stale = store
+        .append(&streams[0], ExpectedVersion::Exact(0), vec![event(2)])
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let done = store
+        .append(&streams[0], ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .unwrap();
+    assert_eq!(done.version, 2);
+    assert_eq!(
+        store.read_stream(&streams[0], 0, None).await.unwrap().len(),
+        3
+    );
+}

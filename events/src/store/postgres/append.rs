@@ -14,8 +14,13 @@
 //! - A batch with expected versions (changes) reads each stream's head in
 //!   the same statement and inserts all its events, or nothing when any
 //!   head is not where its append expects it; then the functions answer.
-//!   It is planned for each batch: a plan kept from when the log was young
-//!   scans the whole table for each head until the next ANALYZE.
+//!   Its plan is kept only once the log is known to hold `keep_plan_after`
+//!   events: a plan made while the table is a few pages reads each head by
+//!   scanning the whole table, and keeps doing so as the log grows, until
+//!   the next ANALYZE. The planner sizes the table by its pages at planning
+//!   time, and the log never shrinks, so a plan made after that point reads
+//!   heads by the (stream, version) index for good. Before it, the
+//!   statement is planned for each batch.
 //! - `ExpectedVersion::Any`, and two appends to one stream in a batch of
 //!   changes, go to the functions at once.
 //!
@@ -207,6 +212,7 @@ struct PerEvent<'a> {
 pub(super) async fn append_first(
     conn: &mut PgConnection,
     batch: &[Pending],
+    keep_change_plan: bool,
 ) -> Result<Vec<AppendRow>, sqlx::Error> {
     let columns = Columns::of(batch);
     let Some(events) = columns.per_event() else {
@@ -225,7 +231,7 @@ pub(super) async fn append_first(
         return by_function(conn, &columns).await;
     } else {
         let query = sqlx::query_as(SET_BASED)
-            .persistent(false)
+            .persistent(keep_change_plan)
             .bind(&events.seqs)
             .bind(&events.streams)
             .bind(&events.expected)

@@ -52,6 +52,9 @@ pub struct GroupCommitSettings {
     /// waiting are told the log is unavailable. Keep it below the callers'
     /// own timeout.
     pub settle_within: Duration,
+    /// Events this store must have appended (so the log holds at least as
+    /// many) before a batch of changes keeps its plan (`append.rs` says why).
+    pub keep_plan_after: u64,
 }
 
 impl Default for GroupCommitSettings {
@@ -60,6 +63,9 @@ impl Default for GroupCommitSettings {
             workers: 4,
             max_batch: 128,
             settle_within: Duration::from_secs(5),
+            // About 500 pages of events: fifty times the size below which
+            // the planner prefers scanning the table to the index.
+            keep_plan_after: 10_000,
         }
     }
 }
@@ -83,8 +89,13 @@ impl GroupCommit {
         let (queue, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         let notifier = Arc::new(Notifier::new(pool.clone()));
+        let appended = Arc::new(Appended::new(settings.keep_plan_after));
         for _ in 0..settings.workers.max(1) {
-            tokio::spawn(worker(pool.clone(), rx.clone(), notifier.clone(), settings));
+            let shared = Shared {
+                notifier: notifier.clone(),
+                appended: appended.clone(),
+            };
+            tokio::spawn(worker(pool.clone(), rx.clone(), shared, settings));
         }
         Self { queue }
     }
@@ -111,12 +122,52 @@ impl GroupCommit {
     }
 }
 
+/// What the workers share.
+struct Shared {
+    notifier: Arc<Notifier>,
+    appended: Arc<Appended>,
+}
+
+/// A lower bound of the log's size: the events this store's batches
+/// appended. Rows of the log are never removed, so once it passes the
+/// threshold it stays past it.
+struct Appended {
+    events: AtomicU64,
+    keep_plan_after: u64,
+}
+
+impl Appended {
+    fn new(keep_plan_after: u64) -> Self {
+        Self {
+            events: AtomicU64::new(0),
+            keep_plan_after,
+        }
+    }
+
+    fn keeps_plan(&self) -> bool {
+        self.events.load(Ordering::Relaxed) >= self.keep_plan_after
+    }
+
+    /// Counts the events of the appends `rows` report as appended.
+    fn count(&self, batch: &[Pending], rows: &[AppendRow]) {
+        let events: usize = batch
+            .iter()
+            .zip(rows)
+            .filter(|(_, row)| row.outcome == "appended")
+            .map(|(pending, _)| pending.events.len())
+            .sum();
+        self.events
+            .fetch_add(u64::try_from(events).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
 async fn worker(
     pool: PgPool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    notifier: Arc<Notifier>,
+    shared: Shared,
     settings: GroupCommitSettings,
 ) {
+    let Shared { notifier, appended } = shared;
     let max_batch = settings.batch_limit();
     loop {
         let mut batch = {
@@ -141,11 +192,14 @@ async fn worker(
             continue;
         }
         let written = match pool.acquire().await {
-            Ok(mut conn) => append_first(&mut conn, &batch).await,
+            Ok(mut conn) => append_first(&mut conn, &batch, appended.keeps_plan()).await,
             Err(e) => Err(e),
         };
         match written {
-            Ok(rows) => answer(&notifier, batch, rows, false).await,
+            Ok(rows) => {
+                appended.count(&batch, &rows);
+                answer(&notifier, batch, rows, false).await;
+            }
             Err(e) => {
                 let deadline = Instant::now() + settings.settle_within;
                 settle(&pool, &notifier, batch, e, deadline).await;
