@@ -169,10 +169,12 @@ async fn append_on(
 }
 
 /// The change decided on the task's remembered state (`recent.rs`), when
-/// that goes through cleanly. None: decide on the stream as read instead
-/// (nothing remembered, a revert, a precondition or a decision the
-/// remembered state refuses, nothing to change, or a conflict, after which
-/// the entry is dropped).
+/// that goes through cleanly, or a precondition the remembered state fails
+/// while nothing follows it in the stream. None: decide on the stream as
+/// read instead (nothing remembered, a revert, a decision the remembered
+/// state refuses, an unmet precondition on a state the stream has moved
+/// past, nothing to change, or a conflict, after which the entry is
+/// dropped).
 async fn change_recent(
     store: &dyn EventStore,
     recent: &RecentTasks,
@@ -187,12 +189,12 @@ async fn change_recent(
     let Some(known) = recent.get(id) else {
         return Ok(None);
     };
-    if !precondition.allows(known.version) {
-        return Ok(None);
-    }
     let Ok(events) = decide(&known.state, command) else {
         return Ok(None);
     };
+    if !precondition.allows(known.version) {
+        return refuse_if_current(store, id, &known).await;
+    }
     if events.is_empty() {
         return Ok(None);
     }
@@ -201,6 +203,30 @@ async fn change_recent(
         Ok(ack) => Ok(Some(ack)),
         Err(StoreError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The 412 for a precondition the remembered state `known` fails, once the
+/// stream shows nothing appended after it: then `known` is the task as it
+/// stands, and reading just past its version costs one index probe where
+/// reading the stream costs its whole history. None when the stream has
+/// moved on (another instance wrote it): decide on the stream as read.
+/// Called only after `known` accepted the actor's command, so ownership
+/// still comes before the precondition.
+async fn refuse_if_current(
+    store: &dyn EventStore,
+    id: TaskId,
+    known: &Recent,
+) -> Result<Option<Ack>, TaskCommandError> {
+    let after = store
+        .read_stream(&id.stream_id(), known.version + 1, None)
+        .await?;
+    if after.is_empty() {
+        Err(TaskCommandError::PreconditionFailed {
+            current: Some(known.version),
+        })
+    } else {
+        Ok(None)
     }
 }
 
@@ -406,6 +432,65 @@ mod tests {
             Err(TaskCommandError::PreconditionFailed { current: Some(1) })
         ));
         assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+    }
+
+    /// A cache remembering the store's task at version 0, its stream's end.
+    async fn remembering(store: &AlwaysConflicting, id: TaskId) -> RecentTasks {
+        let recent = RecentTasks::with_capacity_bytes(1 << 20);
+        let loaded = task_stream::load(store, id, None).await.unwrap();
+        recent.remember(
+            id,
+            Arc::new(Recent {
+                state: loaded.state,
+                version: 0,
+                position: 1,
+            }),
+        );
+        store.reads.lock().unwrap().clear();
+        recent
+    }
+
+    #[tokio::test]
+    async fn an_unmet_if_match_on_a_remembered_current_task_reads_only_past_it() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let recent = remembering(&store, id).await;
+        let got = change_task(
+            &store,
+            &recent,
+            id,
+            &retitle(),
+            &Precondition::AtVersion(vec![3]),
+            &ctx(owner),
+        )
+        .await;
+        assert!(
+            matches!(
+                got,
+                Err(TaskCommandError::PreconditionFailed { current: Some(0) })
+            ),
+            "{got:?}"
+        );
+        assert_eq!(*store.reads.lock().unwrap(), vec![1]);
+        assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unmet_if_match_on_anothers_remembered_task_is_a_404() {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
+        let recent = remembering(&store, id).await;
+        let got = change_task(
+            &store,
+            &recent,
+            id,
+            &retitle(),
+            &Precondition::AtVersion(vec![3]),
+            &ctx(UserId(Uuid::now_v7())),
+        )
+        .await;
+        assert!(matches!(got, Err(TaskCommandError::NotFound(_))), "{got:?}");
+        assert_eq!(store.appends.load(Ordering::SeqCst), 0);
     }
 
     #[test]

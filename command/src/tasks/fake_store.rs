@@ -1,7 +1,8 @@
 //! A scripted event store for unit tests of the command loop: a fixed stream,
 //! and appends that always lose the race, which real Postgres cannot be made
-//! to do on demand.
+//! to do on demand. It notes where each stream read began.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -21,6 +22,8 @@ use uuid::Uuid;
 pub struct AlwaysConflicting {
     stream: Vec<RecordedEvent>,
     pub appends: AtomicUsize,
+    /// The version each `read_stream` began at.
+    pub reads: Mutex<Vec<u64>>,
 }
 
 impl AlwaysConflicting {
@@ -53,6 +56,7 @@ impl AlwaysConflicting {
         Self {
             stream: vec![recorded],
             appends: AtomicUsize::new(0),
+            reads: Mutex::new(Vec::new()),
         }
     }
 }
@@ -75,10 +79,16 @@ impl EventStore for AlwaysConflicting {
     async fn read_stream(
         &self,
         _: &str,
-        _: u64,
+        from_version: u64,
         _: Option<DateTime<Utc>>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(self.stream.clone())
+        self.reads.lock().unwrap().push(from_version);
+        Ok(self
+            .stream
+            .iter()
+            .filter(|e| e.version >= from_version)
+            .cloned()
+            .collect())
     }
 
     async fn read_all(
