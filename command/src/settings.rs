@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use tasklog_events::store::postgres::GroupCommitSettings;
 use tasklog_platform::auth::{JwtKeys, KeyUse};
 use tasklog_platform::config::{
     ConfigError, DatabaseSettings, Env, Environment, RedisSettings, bind_addr,
@@ -16,6 +17,9 @@ use tasklog_platform::server::DrainSettings;
 use crate::webhooks::UrlPolicy;
 
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8081";
+
+/// Each append worker holds a pooled connection while it commits.
+const MAX_APPEND_WORKERS: usize = 16;
 
 /// Refresh tokens live 30 days unless `REFRESH_TOKEN_TTL_SECS` says otherwise.
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -51,6 +55,9 @@ pub struct Settings {
     /// Bytes of recently written task states kept to spare a change the read
     /// of its stream (`TASK_STATE_CACHE_MB`, 0 off; `tasks/recent.rs`).
     pub task_state_cache_bytes: u64,
+    /// The Postgres log's group commit: `APPEND_WORKERS` transactions of
+    /// appends in flight at once (default 1).
+    pub group_commit: GroupCommitSettings,
 }
 
 impl Settings {
@@ -99,7 +106,19 @@ impl Settings {
             allow_private: env.parse("WEBHOOK_ALLOW_PRIVATE", false)?,
         };
         let task_state_cache_mb: u64 = env.parse("TASK_STATE_CACHE_MB", 4)?;
+        let defaults = GroupCommitSettings::default();
+        let append_workers = env.parse("APPEND_WORKERS", defaults.workers)?;
+        if append_workers == 0 || append_workers > MAX_APPEND_WORKERS {
+            return Err(ConfigError::new(
+                "APPEND_WORKERS",
+                format!("must be 1 to {MAX_APPEND_WORKERS}"),
+            ));
+        }
         Ok(Self {
+            group_commit: GroupCommitSettings {
+                workers: append_workers,
+                ..defaults
+            },
             webhook_policy,
             task_state_cache_bytes: task_state_cache_mb.saturating_mul(1 << 20),
             environment,
@@ -150,6 +169,7 @@ mod tests {
         assert_eq!(s.refresh_token_ttl, DEFAULT_REFRESH_TTL);
         assert!(s.event_store_url.is_none());
         assert!(s.jwt.signer.is_some());
+        assert_eq!(s.group_commit.workers, 1);
     }
 
     #[test]
@@ -163,6 +183,8 @@ mod tests {
             (&[("SESSION_MAX_AGE_SECS", "0")], "SESSION_MAX_AGE_SECS"),
             (&[("LOGIN_MAX_FAILURES", "-1")], "LOGIN_MAX_FAILURES"),
             (&[("LOGIN_LOCK_SECS", "0")], "LOGIN_LOCK_SECS"),
+            (&[("APPEND_WORKERS", "0")], "APPEND_WORKERS"),
+            (&[("APPEND_WORKERS", "17")], "APPEND_WORKERS"),
             (
                 &[("REFRESH_TOKEN_TTL_SECS", "soon")],
                 "REFRESH_TOKEN_TTL_SECS",

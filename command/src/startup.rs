@@ -48,9 +48,14 @@ impl Application {
         let signer = signer.ok_or_else(|| StartError::service(CommandStartError::NoSigner))?;
         let db = database::pool(&settings.database, "tasklog-command")?;
         retry_until_ok("migrating the accounts schema", || migrations::migrate(&db)).await;
-        let store = open_event_store(settings.event_store_url.as_ref(), &db, &settings.data_key)
-            .await
-            .map_err(StartError::event_store)?;
+        let store = open_event_store(
+            settings.event_store_url.as_ref(),
+            &db,
+            &settings.data_key,
+            settings.group_commit,
+        )
+        .await
+        .map_err(StartError::event_store)?;
         let passwords = Passwords::new(settings.password_hash_concurrency)
             .await
             .map_err(|e| StartError::service(CommandStartError::from(e)))?;

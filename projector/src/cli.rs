@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tasklog_events::sealing::{self, KeyEncryptionKey, PgKeyRing, SealedStore};
 use tasklog_events::store::copy::{CopyProgress, copy_log};
+use tasklog_events::store::postgres::GroupCommitSettings;
 use tasklog_events::store::{open, open_when_ready};
 use tasklog_events::{EventStore, Position};
 use tasklog_platform::config::Env;
@@ -290,7 +291,11 @@ async fn connect(
         .map(|u| u.expose_secret().to_owned());
     let store = tokio::time::timeout(
         Duration::from_secs(30),
-        open_when_ready(url.as_deref(), log_db.clone()),
+        open_when_ready(
+            url.as_deref(),
+            log_db.clone(),
+            GroupCommitSettings::default(),
+        ),
     )
     .await
     .context("the event log did not become reachable within 30 s")??;

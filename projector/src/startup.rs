@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::open_when_ready;
+use tasklog_events::store::postgres::GroupCommitSettings;
 use tasklog_events::store::shared::SharedTail;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::health::Health;
@@ -61,9 +62,13 @@ impl Application {
             .map(|u| u.expose_secret().to_owned());
         // The data keys live with the accounts, on the log's server.
         let store = sealing::sealed(
-            open_when_ready(url.as_deref(), log_db.clone())
-                .await
-                .map_err(StartError::event_store)?,
+            open_when_ready(
+                url.as_deref(),
+                log_db.clone(),
+                GroupCommitSettings::default(),
+            )
+            .await
+            .map_err(StartError::event_store)?,
             log_db.clone(),
             KeyEncryptionKey::new(settings.data_key.0),
         );

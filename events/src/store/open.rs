@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::EventStore;
-use super::postgres::{MigrateError, PgEventStore};
+use super::postgres::{GroupCommitSettings, MigrateError, PgEventStore};
 
 /// URL schemes the KurrentDB client accepts that we document and support.
 const ESDB_SCHEMES: [&str; 4] = ["esdb", "esdb+discover", "kurrentdb", "kurrentdb+discover"];
@@ -78,9 +78,21 @@ pub async fn open(
     event_store_url: Option<&str>,
     pool: PgPool,
 ) -> Result<Arc<dyn EventStore>, OpenError> {
+    open_with(event_store_url, pool, GroupCommitSettings::default()).await
+}
+
+/// `open`, with the Postgres log's group commit tuned by `group_commit`.
+///
+/// # Errors
+/// As `open`.
+pub async fn open_with(
+    event_store_url: Option<&str>,
+    pool: PgPool,
+    group_commit: GroupCommitSettings,
+) -> Result<Arc<dyn EventStore>, OpenError> {
     match backend_for(event_store_url)? {
         Backend::Postgres => {
-            let store = PgEventStore::new(pool);
+            let store = PgEventStore::new(pool).with_group_commit(group_commit);
             store.migrate().await?;
             Ok(Arc::new(store))
         }
@@ -97,10 +109,11 @@ pub async fn open(
 pub async fn open_when_ready(
     event_store_url: Option<&str>,
     pool: PgPool,
+    group_commit: GroupCommitSettings,
 ) -> Result<Arc<dyn EventStore>, OpenError> {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match open(event_store_url, pool.clone()).await {
+        match open_with(event_store_url, pool.clone(), group_commit).await {
             Err(OpenError::Migrate(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event log not ready; retrying");
                 tokio::time::sleep(delay).await;
