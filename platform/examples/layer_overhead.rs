@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let drain = DrainSettings {
         ready_delay: Duration::ZERO,
         drain_timeout: Duration::from_secs(1),
+        ..DrainSettings::default()
     };
     let bare_port = env.string("PORT_BARE", "9100");
     let full_port = env.string("PORT_FULL", "9101");

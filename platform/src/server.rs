@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
@@ -133,7 +134,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// How the service stops.
+/// How the service stops, and ends connections that stopped moving.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainSettings {
     /// Time between readiness turning 503 and the listener closing, for load
@@ -141,6 +142,13 @@ pub struct DrainSettings {
     pub ready_delay: Duration,
     /// Longest wait for in-flight requests once the listener closed.
     pub drain_timeout: Duration,
+    /// A connection whose client has taken none of what was sent for this
+    /// long (it stopped reading, so its window stays shut, or it is gone
+    /// without a word) is dropped by the kernel (`TCP_USER_TIMEOUT`, Linux).
+    /// Without it a response the client never reads, such as the end of an
+    /// event stream cut off for a slow client, keeps its connection and
+    /// buffers until the client reads. Zero leaves the system's default.
+    pub send_stall: Duration,
 }
 
 impl Default for DrainSettings {
@@ -148,24 +156,41 @@ impl Default for DrainSettings {
         Self {
             ready_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(20),
+            send_stall: Duration::from_secs(30),
         }
     }
 }
 
 impl DrainSettings {
-    /// `SHUTDOWN_READY_DELAY_MS` and `SHUTDOWN_DRAIN_TIMEOUT_MS`, each
-    /// defaulting as [`Default`] does.
+    /// `SHUTDOWN_READY_DELAY_MS`, `SHUTDOWN_DRAIN_TIMEOUT_MS` and
+    /// `SEND_STALL_TIMEOUT_MS`, each defaulting as [`Default`] does.
     ///
     /// # Errors
-    /// When either is not a whole number of milliseconds.
+    /// When one is not a whole number of milliseconds.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let default = Self::default();
         Ok(Self {
             ready_delay: env.millis("SHUTDOWN_READY_DELAY_MS", default.ready_delay)?,
             drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", default.drain_timeout)?,
+            send_stall: env.millis("SEND_STALL_TIMEOUT_MS", default.send_stall)?,
         })
     }
 }
+
+/// Asks the kernel to drop `tcp` once what was sent to it has gone untaken
+/// for `stall` (`DrainSettings::send_stall`).
+#[cfg(target_os = "linux")]
+fn drop_when_stalled(tcp: &mut TcpStream, stall: Duration) {
+    if stall.is_zero() {
+        return;
+    }
+    if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(stall)) {
+        tracing::warn!(error = %e, "could not bound how long a connection may stall");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_when_stalled(_: &mut TcpStream, _: Duration) {}
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -186,6 +211,8 @@ pub async fn serve(
             tokio::time::sleep(drain.ready_delay).await;
         }
     };
+    let send_stall = drain.send_stall;
+    let listener = listener.tap_io(move |tcp| drop_when_stalled(tcp, send_stall));
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

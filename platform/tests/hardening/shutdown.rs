@@ -13,6 +13,7 @@ async fn readiness_flips_at_shutdown_and_in_flight_requests_finish() {
         drain: DrainSettings {
             ready_delay: Duration::from_millis(300),
             drain_timeout: Duration::from_secs(10),
+            ..DrainSettings::default()
         },
         ..Options::default()
     })

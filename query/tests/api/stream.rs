@@ -246,6 +246,60 @@ async fn a_client_that_stops_reading_is_cut_off_and_not_buffered_for() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order");
 }
 
+/// Whether the server holds a TCP connection from `port` on `client`'s
+/// side, as the kernel lists it (`/proc/net/tcp`).
+fn server_holds_connection_from(app: &TestApp, client: std::net::SocketAddr) -> bool {
+    let server: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|f| port(f[1]) == server.port() && port(f[2]) == client.port())
+}
+
+/// A client that asks for a stream and then takes nothing, not even the
+/// first changes that fit in the kernel's buffers: once its window has been
+/// shut for `SEND_STALL_TIMEOUT_MS`, the server's kernel drops the
+/// connection, instead of holding it and its buffers until the client reads.
+#[tokio::test]
+async fn a_connection_that_takes_nothing_is_dropped_after_the_send_stall_timeout() {
+    let app = spawn_app_with(&[("SEND_STALL_TIMEOUT_MS", "1000")]).await;
+    let a = user();
+    // About 1 MB of changes: far more than the client's window.
+    let mut task = NewTask::titled("large");
+    task.description = "x".repeat(10_000);
+    for _ in 0..100 {
+        app.create(&a, task.clone()).await;
+    }
+    app.project().await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut conn = socket.connect(address).await.unwrap();
+    let client = conn.local_addr().unwrap();
+    let request = format!(
+        "GET /v1/changes/stream?after=0 HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        a.token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
+        .await
+        .unwrap();
+    assert!(server_holds_connection_from(&app, client));
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server_holds_connection_from(&app, client) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a connection that takes nothing is held for ever"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The change listener's connection dies without a reset (an idle NAT
 /// drop, a failover): no notice ever arrives on it again. Its heartbeat
 /// notices, it connects again and wakes every stream, so an open stream
