@@ -434,10 +434,16 @@ mod tests {
         assert_eq!(store.appends.load(Ordering::SeqCst), 1);
     }
 
-    /// A cache remembering the store's task at version 0, its stream's end.
-    async fn remembering(store: &AlwaysConflicting, id: TaskId) -> RecentTasks {
+    /// Given a store whose task is remembered at version 0, its stream's
+    /// end, when `actor` (the owner when None) retitles it with `If-Match:
+    /// "3"`: the store, to look into, and the answer.
+    async fn unmet_if_match_on_remembered(
+        actor: Option<UserId>,
+    ) -> (AlwaysConflicting, Result<Ack, TaskCommandError>) {
+        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        let store = AlwaysConflicting::with_task(id, owner);
         let recent = RecentTasks::with_capacity_bytes(1 << 20);
-        let loaded = task_stream::load(store, id, None).await.unwrap();
+        let loaded = task_stream::load(&store, id, None).await.unwrap();
         recent.remember(
             id,
             Arc::new(Recent {
@@ -447,23 +453,21 @@ mod tests {
             }),
         );
         store.reads.lock().unwrap().clear();
-        recent
-    }
-
-    #[tokio::test]
-    async fn an_unmet_if_match_on_a_remembered_current_task_reads_only_past_it() {
-        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
-        let store = AlwaysConflicting::with_task(id, owner);
-        let recent = remembering(&store, id).await;
         let got = change_task(
             &store,
             &recent,
             id,
             &retitle(),
             &Precondition::AtVersion(vec![3]),
-            &ctx(owner),
+            &ctx(actor.unwrap_or(owner)),
         )
         .await;
+        (store, got)
+    }
+
+    #[tokio::test]
+    async fn an_unmet_if_match_on_a_remembered_current_task_reads_only_past_it() {
+        let (store, got) = unmet_if_match_on_remembered(None).await;
         assert!(
             matches!(
                 got,
@@ -477,18 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unmet_if_match_on_anothers_remembered_task_is_a_404() {
-        let (id, owner) = (TaskId(Uuid::now_v7()), UserId(Uuid::now_v7()));
-        let store = AlwaysConflicting::with_task(id, owner);
-        let recent = remembering(&store, id).await;
-        let got = change_task(
-            &store,
-            &recent,
-            id,
-            &retitle(),
-            &Precondition::AtVersion(vec![3]),
-            &ctx(UserId(Uuid::now_v7())),
-        )
-        .await;
+        let (store, got) = unmet_if_match_on_remembered(Some(UserId(Uuid::now_v7()))).await;
         assert!(matches!(got, Err(TaskCommandError::NotFound(_))), "{got:?}");
         assert_eq!(store.appends.load(Ordering::SeqCst), 0);
     }
