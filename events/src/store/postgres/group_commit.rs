@@ -46,7 +46,7 @@ pub struct GroupCommitSettings {
     /// Transactions in flight at once; each holds one connection. One by
     /// default: while it commits, the next batch gathers everything that
     /// arrives, so under load batches grow and commits, NOTIFYs and round
-    /// trips per append shrink (bench/README.md, "Ninth session": a quarter
+    /// trips per append shrink (bench/README.md, "Ninth session": about a fifth
     /// less CPU per create than four). More help when a commit's round trip
     /// is long against the time spent on a batch (a distant Postgres).
     pub workers: usize,
