@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use open::{Backend, OpenError, backend_for, open, open_existing, open_when_ready, open_with};
+pub use open::{Backend, OpenError, backend_for, open, open_existing, open_when_ready};
 pub use position::Position;
 
 /// What the writer believes the stream's version to be.

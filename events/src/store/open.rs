@@ -85,7 +85,7 @@ pub async fn open(
 ///
 /// # Errors
 /// As `open`.
-pub async fn open_with(
+async fn open_with(
     event_store_url: Option<&str>,
     pool: PgPool,
     group_commit: GroupCommitSettings,

@@ -157,6 +157,39 @@ async fn slow_clients_cut(app: &TestApp) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
 }
 
+/// `count` changes of about 10 kB each by `user`, projected.
+async fn large_changes(app: &TestApp, user: &User, count: usize) {
+    let mut task = NewTask::titled("large");
+    task.description = "x".repeat(10_000);
+    for _ in 0..count {
+        app.create(user, task.clone()).await;
+    }
+    app.project().await;
+}
+
+/// The service's address.
+fn server_address(app: &TestApp) -> std::net::SocketAddr {
+    app.address.trim_start_matches("http://").parse().unwrap()
+}
+
+/// `user`'s change stream from the start, asked for over a socket with a
+/// tiny receive window, nothing read yet.
+async fn unread_stream(app: &TestApp, user: &User) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = server_address(app);
+    let mut conn = socket.connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/changes/stream?after=0 HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        user.token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
+        .await
+        .unwrap();
+    conn
+}
+
 /// A client that opens a stream and then reads nothing: once its socket,
 /// the server's write buffer and the stream's `BUFFER` of events are full,
 /// the stream waits `SSE_SLOW_CLIENT_MS` and is cut off. Its task ends (the
@@ -170,27 +203,11 @@ async fn a_client_that_stops_reading_is_cut_off_and_not_buffered_for() {
     // About 12 MB of changes: more than the client's socket, the server's
     // (at most 4 MB on Linux), hyper's write buffer and BUFFER events hold.
     const CHANGES: usize = 1200;
-    let mut task = NewTask::titled("large");
-    task.description = "x".repeat(10_000);
-    for _ in 0..CHANGES {
-        app.create(&a, task.clone()).await;
-    }
-    app.project().await;
+    large_changes(&app, &a, CHANGES).await;
     let before = slow_clients_cut(&app).await;
 
     // A tiny receive window, and never a read until the cut-off is seen.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
-    let mut conn = socket.connect(address).await.unwrap();
-    let request = format!(
-        "GET /v1/changes/stream?after=0 HTTP/1.1\r\nHost: {address}\r\n\
-         Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        a.token
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
-        .await
-        .unwrap();
+    let mut conn = unread_stream(&app, &a).await;
 
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while slow_clients_cut(&app).await <= before {
@@ -246,10 +263,10 @@ async fn a_client_that_stops_reading_is_cut_off_and_not_buffered_for() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order");
 }
 
-/// Whether the server holds a TCP connection from `port` on `client`'s
-/// side, as the kernel lists it (`/proc/net/tcp`).
+/// Whether the server holds a TCP connection from `client`, as the kernel
+/// lists it (`/proc/net/tcp`).
 fn server_holds_connection_from(app: &TestApp, client: std::net::SocketAddr) -> bool {
-    let server: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let server = server_address(app);
     let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap()
@@ -268,26 +285,10 @@ async fn a_connection_that_takes_nothing_is_dropped_after_the_send_stall_timeout
     let app = spawn_app_with(&[("SEND_STALL_TIMEOUT_MS", "1000")]).await;
     let a = user();
     // About 1 MB of changes: far more than the client's window.
-    let mut task = NewTask::titled("large");
-    task.description = "x".repeat(10_000);
-    for _ in 0..100 {
-        app.create(&a, task.clone()).await;
-    }
-    app.project().await;
+    large_changes(&app, &a, 100).await;
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
-    let mut conn = socket.connect(address).await.unwrap();
+    let conn = unread_stream(&app, &a).await;
     let client = conn.local_addr().unwrap();
-    let request = format!(
-        "GET /v1/changes/stream?after=0 HTTP/1.1\r\nHost: {address}\r\n\
-         Authorization: Bearer {}\r\n\r\n",
-        a.token
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
-        .await
-        .unwrap();
     assert!(server_holds_connection_from(&app, client));
 
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -96,11 +96,13 @@ impl GroupCommit {
         let notifier = Arc::new(Notifier::new(pool.clone()));
         let appended = Arc::new(Appended::new(settings.keep_plan_after));
         for _ in 0..settings.workers.max(1) {
-            let shared = Shared {
-                notifier: notifier.clone(),
-                appended: appended.clone(),
-            };
-            tokio::spawn(worker(pool.clone(), rx.clone(), shared, settings));
+            tokio::spawn(worker(
+                pool.clone(),
+                rx.clone(),
+                notifier.clone(),
+                appended.clone(),
+                settings,
+            ));
         }
         Self { queue }
     }
@@ -125,12 +127,6 @@ impl GroupCommit {
             .await
             .map_err(|_| StoreError::Unavailable("the append worker stopped mid-batch".into()))?
     }
-}
-
-/// What the workers share.
-struct Shared {
-    notifier: Arc<Notifier>,
-    appended: Arc<Appended>,
 }
 
 /// A lower bound of the log's size: the events this store's batches
@@ -169,10 +165,10 @@ impl Appended {
 async fn worker(
     pool: PgPool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    shared: Shared,
+    notifier: Arc<Notifier>,
+    appended: Arc<Appended>,
     settings: GroupCommitSettings,
 ) {
-    let Shared { notifier, appended } = shared;
     let max_batch = settings.batch_limit();
     loop {
         let mut batch = {
