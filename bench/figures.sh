@@ -48,9 +48,9 @@ figure() { # file, python expression over r (the report)
 
 if wants create; then
     load create32 create --users 64 --connections 32 --duration "$DURATION"
-    ONLY=append,insert,create_work APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
+    ONLY=append,insert,create_work,create_batched APPEND_CLIENTS=32 bench/limits.sh > "$OUT/limits-append.jsonl"
     figure "$OUT/create32.json" "'creates/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors'], 'cpu us per create', round(r.get('cpu_per_ok_us') or 0), {k: round(v['per_ok_us']) for k, v in r.get('cpu', {}).items()}"
-    grep -E 'pgbench_(append|insert|create_work)' "$OUT/limits-append.jsonl"
+    grep -E 'pgbench_(append|insert|create_work|create_batched)' "$OUT/limits-append.jsonl"
 fi
 
 if wants patch; then

@@ -12,6 +12,11 @@
 #           row, its change-feed row) in one transaction each, without HTTP,
 #           sealing or batching (bench/pgbench/create_work.sql), at each of
 #           APPEND_CLIENTS clients: the database's ceiling for a create's rows;
+#   create_batched  pgbench, the same rows for BATCH (32) creates per
+#           transaction, one multi-row INSERT per table, at BATCH_CLIENTS (2)
+#           clients (bench/pgbench/create_batched.sql): the database's ceiling
+#           for a create's rows when per-transaction costs are shared as
+#           Tasklog shares them; its creates/s is tps x BATCH;
 #   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
 #           index-less generation table, then its indexes, as `projector
 #           rebuild` does (rows/s for the COPY alone and with the indexes);
@@ -20,11 +25,12 @@
 # Figures go to stdout as one JSON object per line; progress to stderr.
 #
 #   bench/limits.sh                      # everything
-#   ONLY=append bench/limits.sh          # or insert, create_work, copy, list (list loads the rows
+#   ONLY=append bench/limits.sh          # or insert, create_work, create_batched, copy, list (list loads the rows
 #                                        # as copy does, without its figures)
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
-# SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32),
+# SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32), BATCH (32),
+# BATCH_CLIENTS (2),
 # ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,insert,copy,list),
 # APPEND_NOTIFY (1; 0 measures appends without the NOTIFY).
 set -euo pipefail
@@ -37,7 +43,9 @@ LIST_CLIENTS=${LIST_CLIENTS:-32}
 ROWS=${ROWS:-1000000}
 OWNERS=${OWNERS:-10000}
 THREADS=${THREADS:-$(nproc)}
-ONLY=${ONLY:-append,insert,create_work,copy,list}
+BATCH=${BATCH:-32}
+BATCH_CLIENTS=${BATCH_CLIENTS:-2}
+ONLY=${ONLY:-append,insert,create_work,create_batched,copy,list}
 DB=tasklog_limits_$$
 TMP=$(mktemp -d)
 
@@ -118,9 +126,19 @@ if wants create_work; then
     done
 fi
 
+if wants create_batched; then
+    wants append || wants create_work || migrate eventlog events/migrations
+    wants create_work || migrate readmodel readmodel/migrations
+    for c in $BATCH_CLIENTS; do
+        # One line as the others print, with the batch and the creates/s it means.
+        run_pgbench pgbench_create_batched "$c" bench/pgbench/create_batched.sql -D batch="$BATCH" \
+            | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); b=int(sys.argv[1]); r["batch"]=b; r["creates_per_s"]=round((r["tps"] or 0)*b); print(json.dumps(r))' "$BATCH"
+    done
+fi
+
 if wants copy || wants list; then
     say "read model from readmodel/migrations"
-    wants create_work || migrate readmodel readmodel/migrations
+    wants create_work || wants create_batched || migrate readmodel readmodel/migrations
     say "generating $ROWS rows over $OWNERS owners"
     psql_db -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/rows.sql > "$TMP/tasks.tsv"
     # What `projector rebuild` faces: a fresh, index-less generation table,
