@@ -17,7 +17,7 @@ use crate::event_store::open_event_store;
 use crate::migrations;
 use crate::routes;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::tasks::RecentTasks;
 use crate::webhooks::Webhooks;
 
@@ -77,7 +77,7 @@ impl Application {
                 Err(e) => tracing::warn!(error = %e, "pending erasures not logged yet"),
             }
         });
-        let state = AppState {
+        let state = AppState::from(Services {
             accounts,
             db: db.clone(),
             store: store.clone(),
@@ -86,7 +86,7 @@ impl Application {
             recent: Arc::new(RecentTasks::with_capacity_bytes(
                 settings.task_state_cache_bytes,
             )),
-        };
+        });
         let health = health(db.clone(), state.store.clone());
         let router = ProductionLayers::new(&settings.http)
             .rate_limits(Some(redis), Some(settings.jwt.verifier.clone()))

@@ -12,8 +12,26 @@ use crate::accounts::Accounts;
 use crate::tasks::RecentTasks;
 use crate::webhooks::Webhooks;
 
+/// Cloned for every request (axum's `State` and each extractor that reads
+/// it), so it is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub db: PgPool,
     pub store: Arc<dyn EventStore>,
     pub accounts: Accounts,

@@ -40,7 +40,7 @@ impl Observed {
 
 /// Stamps `X-Projection-Position` on every response, errors included.
 pub async fn stamp_position(
-    State(projection): State<ProjectionWatch>,
+    State(projection): State<Arc<ProjectionWatch>>,
     mut request: Request,
     next: Next,
 ) -> Response {

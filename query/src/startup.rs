@@ -23,7 +23,7 @@ use crate::projection::ProjectionWatch;
 use crate::replicas::Replicas;
 use crate::routes;
 use crate::settings::Settings;
-use crate::state::{AppState, Streams};
+use crate::state::{AppState, Services, Streams};
 
 pub struct Application {
     server: Server,
@@ -79,7 +79,7 @@ impl Application {
         )?);
         let projection =
             ProjectionWatch::start(db.clone(), pages.clone(), replicas.clone(), stop.clone());
-        let state = AppState {
+        let state = AppState::from(Services {
             db: db.clone(),
             store: store.clone(),
             redis: redis.clone(),
@@ -91,7 +91,7 @@ impl Application {
             min_position_timeout: settings.min_position_timeout,
             changes,
             streams: streams.clone(),
-        };
+        });
         let health = health(db.clone(), store).report("replicas", move || replicas.report());
         let routes = routes::router().with_state(state).merge(health.router());
         let router = ProductionLayers::new(&settings.http)
@@ -99,7 +99,10 @@ impl Application {
             .pool("tasklog-query", db)
             .apply(routes)
             // Outermost, so that every answer carries it, refusals included.
-            .layer(middleware::from_fn_with_state(projection, stamp_position));
+            .layer(middleware::from_fn_with_state(
+                Arc::new(projection),
+                stamp_position,
+            ));
         tracing::info!(port = listener.port(), "tasklog-query ready to serve");
         Ok(Self {
             server: listener.serving(router, health, settings.drain),

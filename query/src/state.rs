@@ -19,8 +19,27 @@ use crate::log_head::LogHead;
 use crate::page_cache::PageCache;
 use crate::projection::ProjectionWatch;
 
+/// Cloned for every request (axum's `State` and each extractor that reads
+/// it), so it is one reference count, not one per field: the per-field
+/// clones and drops were 4% of the service's CPU on uncached list pages.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub db: PgPool,
     pub store: Arc<dyn EventStore>,
     pub redis: RedisHandle,
