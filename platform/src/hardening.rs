@@ -184,35 +184,62 @@ impl ProductionLayers {
     }
 
     /// Wraps `router` (with `/metrics` added); apply last, so every route and
-    /// the fallbacks get the layers. Listed innermost first.
+    /// the fallbacks get the layers.
+    ///
+    /// One `ServiceBuilder` stack in one `Router::layer`, outermost first:
+    /// axum boxes a route once per `Router::layer` call and clones the whole
+    /// chain of boxes for every request, so eighteen calls meant eighteen
+    /// allocations and frees per request.
     pub fn apply(self, router: Router) -> Router {
         let settings = self.settings;
-        let mut router = router
-            .merge(crate::metrics::router(self.pools))
-            .fallback(|| async { ApiError::NotFound })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(
-                ServiceBuilder::new()
-                    .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                        ApiError::Timeout
-                    }))
-                    .timeout(settings.request_timeout),
-            );
-        if settings.rate_limits.is_enabled() {
-            let throttle = Arc::new(Throttle {
-                settings: settings.rate_limits.clone(),
-                proxies: settings.trusted_proxies.clone(),
-                limiter: RateLimiter::new(self.redis),
-                verifier: self.verifier,
-            });
-            router = router.layer(axum::middleware::from_fn_with_state(
-                throttle,
+        let throttle = settings.rate_limits.is_enabled().then(|| {
+            axum::middleware::from_fn_with_state(
+                Arc::new(Throttle {
+                    settings: settings.rate_limits.clone(),
+                    proxies: settings.trusted_proxies.clone(),
+                    limiter: RateLimiter::new(self.redis),
+                    verifier: self.verifier,
+                }),
                 throttle::limit,
-            ));
-        }
-        let router = router
+            )
+        });
+        // Only where TLS is certain: browsers remember it for two years.
+        let hsts = (settings.environment == Environment::Production).then(|| {
+            SetResponseHeaderLayer::if_not_present(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+            )
+        });
+        let layers = ServiceBuilder::new()
+            .layer(axum::middleware::map_request(drop_unfit_request_id))
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(on_response),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                settings.trusted_proxies.clone(),
+                record_client_ip,
+            ))
+            .layer(axum::middleware::from_fn(
+                crate::error_tracking::report_server_errors,
+            ))
+            .layer(axum::middleware::from_fn(crate::metrics::track))
+            // Security headers. Tokens, sessions and tasks are private: no
+            // browser or shared cache may keep them (`no-store`).
+            .option_layer(hsts)
+            .layer(fixed_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(fixed_header(header::X_FRAME_OPTIONS, "DENY"))
+            .layer(fixed_header(header::REFERRER_POLICY, "no-referrer"))
+            .layer(fixed_header(
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; frame-ancestors 'none'",
+            ))
+            .layer(fixed_header(header::CACHE_CONTROL, "no-store"))
+            .layer(cors(&settings.cors_origins))
             .layer(
                 CompressionLayer::new().compress_when(
                     SizeAbove::new(COMPRESS_ABOVE_BYTES)
@@ -221,55 +248,24 @@ impl ProductionLayers {
                         .and(NotForContentType::SSE),
                 ),
             )
-            .layer(cors(&settings.cors_origins));
-        security_headers(router, settings.environment)
-            .layer(axum::middleware::from_fn(crate::metrics::track))
-            .layer(axum::middleware::from_fn(
-                crate::error_tracking::report_server_errors,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                settings.trusted_proxies.clone(),
-                record_client_ip,
-            ))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_request(())
-                    .on_response(on_response),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-            .layer(axum::middleware::map_request(drop_unfit_request_id))
+            .option_layer(throttle)
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                ApiError::Timeout
+            }))
+            .timeout(settings.request_timeout)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(CatchPanicLayer::custom(panic_response));
+        router
+            .merge(crate::metrics::router(self.pools))
+            .fallback(|| async { ApiError::NotFound })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(layers)
     }
 }
 
-fn security_headers(router: Router, environment: Environment) -> Router {
-    let fixed = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-        // Tokens, sessions and tasks are private: no browser or shared cache
-        // may keep them.
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    let mut router = fixed.into_iter().fold(router, |router, (name, value)| {
-        router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ))
-    });
-    // Only where TLS is certain: browsers remember it for two years.
-    if environment == Environment::Production {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        ));
-    }
-    router
+/// A response header every answer carries unless its handler set it.
+fn fixed_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
 
 fn cors(origins: &CorsOrigins) -> CorsLayer {
