@@ -3,33 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_platform::auth::TokenVerifier;
+use tasklog_platform::state::{HoldsVerifier, Shared};
 
 use crate::accounts::Accounts;
 use crate::tasks::RecentTasks;
 use crate::webhooks::Webhooks;
 
-/// Cloned for every request (axum's `State` and each extractor that reads
-/// it), so it is one reference count, not one per field.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl From<Services> for AppState {
-    fn from(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+/// The services behind one reference count (`tasklog_platform::state`).
+pub type AppState = Shared<Services>;
 
 pub struct Services {
     pub db: PgPool,
@@ -42,8 +26,8 @@ pub struct Services {
 }
 
 /// Lets the platform's `AuthUser` extractor find the verifier.
-impl FromRef<AppState> for Arc<TokenVerifier> {
-    fn from_ref(state: &AppState) -> Self {
-        state.verifier.clone()
+impl HoldsVerifier for Services {
+    fn verifier(&self) -> &Arc<TokenVerifier> {
+        &self.verifier
     }
 }

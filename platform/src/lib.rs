@@ -29,6 +29,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod redis;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;
 
