@@ -14,6 +14,7 @@
 //! threshold.
 
 pub mod auth;
+pub mod causes;
 pub mod client_ip;
 pub mod config;
 pub mod data_key;

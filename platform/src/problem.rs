@@ -75,7 +75,7 @@ pub enum ApiError {
     #[error("request timed out")]
     Timeout,
     /// A bug or an impossible state; logged with its cause, shown without it.
-    #[error("internal error: {0:#}")]
+    #[error("internal error: {}", crate::causes::of(.0))]
     Internal(anyhow::Error),
 }
 
@@ -206,7 +206,9 @@ pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %crate::causes::of(e), "internal error")
+            }
             ApiError::Unavailable { detail, .. } => {
                 tracing::warn!(%detail, "dependency unavailable")
             }

@@ -251,13 +251,13 @@ where
     let result = serve(env).await;
     match &result {
         Ok(()) => tracing::info!("{name} stopped"),
-        Err(e) => tracing::error!(error = format!("{e:#}"), "{name} stopped"),
+        Err(e) => tracing::error!(error = %crate::causes::of(e), "{name} stopped"),
     }
     telemetry.shutdown().await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", crate::causes::of(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -18,8 +18,9 @@ use sqlx::postgres::PgPoolOptions;
 use tasklog_events::sealing::{self, KeyEncryptionKey, PgKeyRing, SealedStore};
 use tasklog_events::store::copy::{CopyProgress, copy_log};
 use tasklog_events::store::postgres::GroupCommitSettings;
-use tasklog_events::store::{open, open_when_ready};
+use tasklog_events::store::{open, open_existing, open_when_ready};
 use tasklog_events::{EventStore, Position};
+use tasklog_platform::causes;
 use tasklog_platform::config::Env;
 use tasklog_platform::database::{self, MIGRATE_JOB_WAIT};
 use tasklog_platform::redis::RedisHandle;
@@ -93,7 +94,7 @@ pub async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tasklog-projector: {e:#}");
+            eprintln!("tasklog-projector: {}", causes::of(&e));
             ExitCode::FAILURE
         }
     }
@@ -114,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let result = run_command(cli, &env).await;
     if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "tasklog-projector failed");
+        tracing::error!(error = %causes::of(e), "tasklog-projector failed");
     }
     // Last, so the spans of the drain (and of a failed start) are sent too.
     telemetry.shutdown().await;
@@ -163,7 +164,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             replay_ranges,
             skip_redis,
         } => {
-            let (db, store, redis) = connect(&settings).await?;
+            let (db, store, redis) = connect(&settings, Schemas::Migrate).await?;
             let total_hint = store.approximate_len().await.ok().flatten();
             let mut progress = Reporter::stderr("rebuild");
             let report = rebuild(
@@ -218,7 +219,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Verify { skip_redis } => {
-            let (db, store, redis) = connect(&settings).await?;
+            let (db, store, redis) = connect(&settings, Schemas::AsTheyAre).await?;
             let mut progress = Reporter::stderr("verify");
             let report = verify::verify_with_progress(
                 &db,
@@ -268,7 +269,7 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let (db, store, redis) = connect(&settings).await?;
+            let (db, store, redis) = connect(&settings, Schemas::AsTheyAre).await?;
             let status = status::status(&db, store.as_ref(), &redis).await?;
             print!("{status}");
             Ok(ExitCode::SUCCESS)
@@ -277,8 +278,21 @@ async fn run_command(cli: Cli, env: &Env) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether a command may create or upgrade the schemas it touches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schemas {
+    /// `rebuild` writes the read model, so it brings it (and the log) up to date.
+    Migrate,
+    /// `status` and `verify` only read: they change nothing and never wait on
+    /// the migration lock, which a starting service or job may be holding
+    /// (a container check once saw `status` spend its whole 30 s there).
+    /// What is missing shows in their report.
+    AsTheyAre,
+}
+
 async fn connect(
     settings: &Settings,
+    schemas: Schemas,
 ) -> anyhow::Result<(PgPool, Arc<dyn EventStore>, RedisHandle)> {
     let (log_db, db) = database::log_and_readmodel_pools(
         &settings.database,
@@ -289,21 +303,26 @@ async fn connect(
         .event_store_url
         .as_ref()
         .map(|u| u.expose_secret().to_owned());
-    let store = tokio::time::timeout(
-        Duration::from_secs(30),
-        open_when_ready(
-            url.as_deref(),
-            log_db.clone(),
-            GroupCommitSettings::default(),
-        ),
-    )
-    .await
-    .context("the event log did not become reachable within 30 s")??;
+    let store = match schemas {
+        Schemas::Migrate => tokio::time::timeout(
+            Duration::from_secs(30),
+            open_when_ready(
+                url.as_deref(),
+                log_db.clone(),
+                GroupCommitSettings::default(),
+            ),
+        )
+        .await
+        .context("the event log did not become reachable within 30 s")??,
+        Schemas::AsTheyAre => open_existing(url.as_deref(), log_db.clone())?,
+    };
     // The data keys live with the accounts, on the log's server.
     let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
-    tokio::time::timeout(Duration::from_secs(30), migrate(&db))
-        .await
-        .context("Postgres did not become reachable within 30 s")??;
+    if schemas == Schemas::Migrate {
+        tokio::time::timeout(Duration::from_secs(30), migrate(&db))
+            .await
+            .context("Postgres did not become reachable within 30 s")??;
+    }
     let redis = RedisHandle::new(&settings.redis)?;
     Ok((db, store, redis))
 }

@@ -170,7 +170,7 @@ fn result(outcome: Result<(StatusCode, Ack), ApiError>) -> BatchResult {
         },
         Err(e) => {
             if let ApiError::Internal(cause) = &e {
-                tracing::error!(error = format!("{cause:#}"), "internal error in a batch");
+                tracing::error!(error = %tasklog_platform::causes::of(cause), "internal error in a batch");
             }
             let problem: Problem = e.into_problem();
             BatchResult {

@@ -367,6 +367,44 @@ async fn the_verify_command_exits_non_zero_on_a_difference_and_zero_when_clean()
 }
 
 #[tokio::test]
+async fn status_and_verify_only_read_a_database_no_service_has_migrated() {
+    let db = tasklog_platform::testing::TestDb::new().await.unwrap();
+    let schemas = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('eventlog', 'readmodel')",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    for args in [&["status"][..], &["verify", "--skip-redis"][..]] {
+        let command = args[0];
+        let out = Command::new(env!("CARGO_BIN_EXE_tasklog-projector"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", db.url())
+            .env("REDIS_URL", redis_url())
+            .env(
+                "REDIS_PREFIX",
+                format!("tltest:{}:", uuid::Uuid::new_v4().simple()),
+            )
+            .env("TASKLOG_ENV", "development")
+            .output()
+            .expect("the projector binary runs");
+        // Nothing to report on: it says so and fails, without making the
+        // schemas (or waiting on the lock that guards making them).
+        assert!(
+            !out.status.success(),
+            "{command} succeeded on an empty database"
+        );
+        // The reason, said once (sqlx's errors repeat their cause).
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("does not exist").count(), 1, "{command}: {err}");
+        assert_eq!(schemas().await, 0, "{command} created a schema");
+    }
+}
+
+#[tokio::test]
 async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rerun() {
     let mut source = World::new().await;
     source.writer.busy_history(&owners(2), 15).await;
