@@ -31,7 +31,7 @@ async fn send(
 
 #[tokio::test]
 async fn the_command_service_serves_everything_as_its_runtime_role_without_ddl() {
-    let db = TestDb::new().await.expect("test database");
+    let db = std::sync::Arc::new(TestDb::new().await.expect("test database"));
     // Roles first, then the owner's migrations (default privileges grant
     // the tables they make), as compose's and Kubernetes' migrate step.
     let roles = DbRoles::create(&db);
@@ -43,7 +43,7 @@ async fn the_command_service_serves_everything_as_its_runtime_role_without_ddl()
         .await
         .expect("the owner migrates the log");
     let app = start(
-        std::sync::Arc::new(db),
+        db.clone(),
         roles.command_url.clone(),
         vec![("WEBHOOK_ALLOW_PRIVATE".into(), "true".into())],
     )
@@ -142,5 +142,26 @@ async fn the_command_service_serves_everything_as_its_runtime_role_without_ddl()
     ] {
         assert_eq!(refused(&as_role, sql).await, insufficient, "{sql}");
     }
+    // The migration histories are the owner's alone: made after the roles
+    // (the migrate step takes the grants back), and after the script runs
+    // again on a later deploy (the script does).
+    let rewrite_history = [
+        "DELETE FROM accounts._sqlx_migrations",
+        "INSERT INTO eventlog._sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'skip me', true, '', 0)",
+        "UPDATE eventlog._sqlx_migrations SET success = false",
+    ];
+    for sql in rewrite_history {
+        assert_eq!(refused(&as_role, sql).await, insufficient, "{sql}");
+    }
+    roles.run_script_again(&db);
+    for sql in rewrite_history {
+        assert_eq!(refused(&as_role, sql).await, insufficient, "again: {sql}");
+    }
+    let readable: i64 = sqlx::query_scalar("SELECT count(*) FROM eventlog._sqlx_migrations")
+        .fetch_one(&as_role)
+        .await
+        .expect("the role still reads the history");
+    assert!(readable > 0);
     as_role.close().await;
 }

@@ -176,3 +176,13 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA readmodel
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"projector_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA readmodel
     GRANT USAGE, SELECT ON SEQUENCES TO :"projector_role";
+
+-- The migration history is the owner's alone. The grants above on "every
+-- table" include each schema's `_sqlx_migrations`; a runtime role that could
+-- write it could mark a migration applied and have the next deploy skip it.
+-- Reading stays (that is how a service sees there is nothing to migrate).
+-- The services' migrate step takes the same rights back when it makes the
+-- table after this script has run.
+SELECT format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %I, %I', t, :'command_role', :'projector_role')
+FROM unnest(ARRAY['accounts._sqlx_migrations', 'eventlog._sqlx_migrations', 'readmodel._sqlx_migrations']) AS t
+WHERE to_regclass(t) IS NOT NULL \gexec

@@ -75,16 +75,50 @@ pub async fn migrate_schema(
         .map_err(prepare)?;
     // `run_direct`, not `run`: sqlx's `Acquire` bound on `run` makes this
     // future fail the compiler's `Send` proof, and callers spawn it.
-    let result = migrator
+    let mut result = migrator
         .run_direct(&mut conn)
         .await
         .map_err(|source| MigrateError::Migrate {
             schema: schema.to_owned(),
             source,
         });
+    if result.is_ok() {
+        result = keep_history_to_owner(&mut conn, schema)
+            .await
+            .map_err(prepare);
+    }
     // Closing the session releases the advisory lock even if unlocking fails.
     let _ = conn.close().await;
     result
+}
+
+/// Takes back from every other role the right to change `_sqlx_migrations`,
+/// which sqlx makes with the schema's default privileges: a runtime role
+/// granted "rows of every table" (`deploy/postgres/roles.sql`) could
+/// otherwise mark a migration applied and have the next deploy skip it.
+/// Reading stays granted: that is how a runtime role sees it has nothing
+/// to migrate.
+async fn keep_history_to_owner(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    // Built by Postgres from the table's ACL: the names quoted as it quotes them.
+    let revokes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I._sqlx_migrations FROM %s', \
+                $1::text, CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                               ELSE quote_ident(pg_get_userbyid(a.grantee)) END) \
+         FROM pg_class c, aclexplode(c.relacl) a \
+         WHERE c.oid = to_regclass(format('%I._sqlx_migrations', $1::text)) \
+           AND a.grantee <> c.relowner \
+           AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await?;
+    for revoke in revokes {
+        sqlx::query(&revoke).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Whether every migration of `migrator` is recorded in the schema, applied
