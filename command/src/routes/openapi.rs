@@ -35,6 +35,7 @@ use crate::state::AppState;
         super::webhooks::delete,
         super::webhooks::deliveries,
         super::webhooks::replay,
+        super::webhooks::rotate_secret,
     )
 )]
 struct ApiDoc;

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}", get(show).delete(delete))
         .route("/v1/webhooks/{id}/deliveries", get(deliveries))
         .route("/v1/webhooks/{id}/replay", post(replay))
+        .route("/v1/webhooks/{id}/rotate-secret", post(rotate_secret))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -205,6 +206,42 @@ pub(crate) async fn deliveries(
     Ok(Json(DeliveryPage {
         deliveries: page.attempts,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateSecret {
+    /// How long the replaced secret keeps signing each delivery beside the
+    /// new one, in seconds: 0 (it stops at once) to 604800 (7 days);
+    /// absent: 86400 (a day).
+    keep_previous_secs: Option<u32>,
+}
+
+/// How long a replaced secret keeps signing when the request does not say.
+pub const DEFAULT_KEEP_PREVIOUS_SECS: u32 = 24 * 3600;
+
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks", request_body = RotateSecret,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "the new secret, shown only here; until `previous_secret_expires_at` every delivery carries a `v1=` for the new secret and one for the replaced one", body = CreatedWebhook),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "absent or not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "keep_previous_secs out of range", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rotate_secret(
+    user: AuthUser,
+    State(app): State<AppState>,
+    IdPath(id): IdPath,
+    ApiJson(JsonObject(body)): ApiJson<JsonObject<RotateSecret>>,
+) -> Result<Json<CreatedWebhook>, ApiError> {
+    let keep = body
+        .keep_previous_secs
+        .unwrap_or(DEFAULT_KEEP_PREVIOUS_SECS);
+    let rotated = app.webhooks.rotate_secret(user.id, id, keep).await?;
+    Ok(Json(CreatedWebhook {
+        webhook: rotated.subscription,
+        secret: rotated.secret,
     }))
 }
 

@@ -57,7 +57,11 @@ impl From<WebhookError> for ApiError {
     }
 }
 
-/// A new subscription and its secret, which is never shown again.
+/// The longest a replaced secret may keep signing after a rotation.
+pub const MAX_KEEP_PREVIOUS_SECS: u32 = 7 * 24 * 3600;
+
+/// A new subscription (or one whose secret was rotated) and its secret,
+/// which is never shown again.
 pub struct Created {
     pub subscription: Subscription,
     pub secret: String,
@@ -156,6 +160,37 @@ impl Webhooks {
         store::attempts(&self.db, user, id, cursor, limit)
             .await?
             .ok_or(WebhookError::NotFound)
+    }
+
+    /// Gives the subscription a new secret. The one it replaces keeps
+    /// signing beside it for `keep_previous_secs` (0: it stops at once), so
+    /// receivers can move to the new one without refusing a delivery.
+    ///
+    /// # Errors
+    /// `NotFound` when absent or another user's; `Invalid` when
+    /// `keep_previous_secs` exceeds `MAX_KEEP_PREVIOUS_SECS`.
+    pub async fn rotate_secret(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        keep_previous_secs: u32,
+    ) -> Result<Created, WebhookError> {
+        if keep_previous_secs > MAX_KEEP_PREVIOUS_SECS {
+            return Err(WebhookError::Invalid(FieldError::new(
+                "keep_previous_secs",
+                format!("must be from 0 to {MAX_KEEP_PREVIOUS_SECS} (7 days)"),
+            )));
+        }
+        let keep_until = (keep_previous_secs > 0)
+            .then(|| chrono::Utc::now() + chrono::Duration::seconds(i64::from(keep_previous_secs)));
+        let secret = values::new_secret();
+        let subscription = store::rotate_secret(&self.db, user, id, &secret, keep_until)
+            .await?
+            .ok_or(WebhookError::NotFound)?;
+        Ok(Created {
+            subscription,
+            secret,
+        })
     }
 
     /// Sends every change after log position `after` again, and resumes a

@@ -43,8 +43,20 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The header value for `body` sent at `timestamp` (unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex(&digest))
+    sign_with_each(&[secret], timestamp, body)
+}
+
+/// The header value with one `v1=` per secret, in order: while a secret is
+/// rotated the new one and the one it replaces both sign, so a receiver
+/// holding either accepts the delivery.
+pub fn sign_with_each(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let digest = mac(secret, timestamp, body).finalize().into_bytes();
+        header.push_str(",v1=");
+        header.push_str(&hex(&digest));
+    }
+    header
 }
 
 /// Why a signature was not accepted.
@@ -111,6 +123,30 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn while_a_secret_is_rotated_a_receiver_with_either_secret_accepts() {
+        // Given a delivery signed with the new secret and the one it replaced
+        let body = br#"{"a":1}"#;
+        let header = sign_with_each(&["whsec_new", "whsec_test"], 1_700_000_000, body);
+
+        // Then it carries both MACs, the new one first
+        assert_eq!(
+            header,
+            format!(
+                "{},v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789",
+                sign("whsec_new", 1_700_000_000, body)
+            )
+        );
+        // And a receiver on either secret accepts it, one on neither does not
+        for secret in ["whsec_new", "whsec_test"] {
+            assert_eq!(verify(&header, secret, body, 1_700_000_000, 300), Ok(()));
+        }
+        assert_eq!(
+            verify(&header, "whsec_other", body, 1_700_000_000, 300),
+            Err(SignatureError::Mismatch)
+        );
+    }
 
     #[test]
     fn the_signature_is_the_hmac_of_timestamp_dot_body() {

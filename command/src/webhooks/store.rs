@@ -30,6 +30,9 @@ pub struct Subscription {
     pub failed_at: Option<DateTime<Utc>>,
     /// The last failed attempt's error, until a delivery succeeds.
     pub last_error: Option<String>,
+    /// After a secret rotation: until when the replaced secret still signs
+    /// each delivery beside the new one (null when only one secret signs).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 type SubscriptionRow = (
@@ -42,14 +45,32 @@ type SubscriptionRow = (
     DateTime<Utc>,
     Option<DateTime<Utc>>,
     Option<String>,
+    Option<DateTime<Utc>>,
 );
 
 const SUBSCRIPTION: &str = "id, url, types, description, status, commit_position, created_at, \
-                            failed_at, last_error";
+                            failed_at, last_error, \
+                            CASE WHEN previous_secret_expires_at > now() \
+                                 THEN previous_secret_expires_at END";
+
+/// The secret a rotation replaced, while it still signs.
+const PREVIOUS_SECRET: &str =
+    "CASE WHEN previous_secret_expires_at > now() THEN previous_secret END";
 
 #[allow(clippy::cast_sign_loss)] // positions are stored as their u64 bit patterns
 fn subscription(row: SubscriptionRow) -> Subscription {
-    let (id, url, types, description, status, commit, created_at, failed_at, last_error) = row;
+    let (
+        id,
+        url,
+        types,
+        description,
+        status,
+        commit,
+        created_at,
+        failed_at,
+        last_error,
+        previous_secret_expires_at,
+    ) = row;
     Subscription {
         id,
         url,
@@ -60,6 +81,7 @@ fn subscription(row: SubscriptionRow) -> Subscription {
         created_at,
         failed_at,
         last_error,
+        previous_secret_expires_at,
     }
 }
 
@@ -128,6 +150,37 @@ pub async fn get(db: &PgPool, user: Uuid, id: Uuid) -> Result<Option<Subscriptio
     ))
     .bind(user)
     .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(subscription))
+}
+
+/// Makes `secret` the one that signs; the one it replaces signs beside it
+/// until `keep_previous_until` (`None`: it stops at once). `None` when there
+/// is no such subscription of the owner's.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn rotate_secret(
+    db: &PgPool,
+    user: Uuid,
+    id: Uuid,
+    secret: &str,
+    keep_previous_until: Option<DateTime<Utc>>,
+) -> Result<Option<Subscription>, sqlx::Error> {
+    // In SET, `secret` is the row's value before this update.
+    let row: Option<SubscriptionRow> = sqlx::query_as(&format!(
+        "UPDATE accounts.webhooks \
+         SET previous_secret = CASE WHEN $4::timestamptz IS NULL THEN NULL ELSE secret END, \
+             previous_secret_expires_at = $4, \
+             secret = $3 \
+         WHERE user_id = $1 AND id = $2 \
+         RETURNING {SUBSCRIPTION}"
+    ))
+    .bind(user)
+    .bind(id)
+    .bind(secret)
+    .bind(keep_previous_until)
     .fetch_optional(db)
     .await?;
     Ok(row.map(subscription))
@@ -267,13 +320,15 @@ pub async fn attempts(
 }
 
 /// A subscription as the delivery worker needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Target {
     pub id: Uuid,
     pub owner: Uuid,
     pub url: String,
     pub types: Vec<String>,
     pub secret: String,
+    /// The secret a rotation replaced, while it still signs beside `secret`.
+    pub previous_secret: Option<String>,
     /// The checkpoint: the last change delivered.
     pub commit: i64,
     pub prepare: i64,
@@ -282,19 +337,6 @@ pub struct Target {
     pub attempts: i32,
     pub retry_since: Option<DateTime<Utc>>,
 }
-
-type TargetRow = (
-    Uuid,
-    Uuid,
-    String,
-    Vec<String>,
-    String,
-    i64,
-    i64,
-    i32,
-    i32,
-    Option<DateTime<Utc>>,
-);
 
 /// Active subscriptions with nothing scheduled later than now, except `busy`
 /// (those a worker is delivering already), by id after `after`: a worker
@@ -310,38 +352,20 @@ pub async fn due(
     after: Uuid,
     limit: i64,
 ) -> Result<Vec<Target>, sqlx::Error> {
-    let rows: Vec<TargetRow> = sqlx::query_as(
-        "SELECT id, user_id, url, types, secret, commit_position, prepare_position, epoch, \
-             attempts, retry_since \
+    sqlx::query_as::<_, Target>(&format!(
+        "SELECT id, user_id AS owner, url, types, secret, {PREVIOUS_SECRET} AS previous_secret, \
+             commit_position AS commit, prepare_position AS prepare, epoch, attempts, \
+             retry_since \
          FROM accounts.webhooks \
          WHERE status = 'active' AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
            AND id <> ALL($1) AND id > $3 \
-         ORDER BY id LIMIT $2",
-    )
+         ORDER BY id LIMIT $2"
+    ))
     .bind(busy)
     .bind(limit)
     .bind(after)
     .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, owner, url, types, secret, commit, prepare, epoch, attempts, retry_since)| {
-                Target {
-                    id,
-                    owner,
-                    url,
-                    types,
-                    secret,
-                    commit,
-                    prepare,
-                    epoch,
-                    attempts,
-                    retry_since,
-                }
-            },
-        )
-        .collect())
+    .await
 }
 
 /// How long the delivery log keeps an attempt.

@@ -63,6 +63,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
         ("/v1/webhooks/{id}", "delete"),
         ("/v1/webhooks/{id}/deliveries", "get"),
         ("/v1/webhooks/{id}/replay", "post"),
+        ("/v1/webhooks/{id}/rotate-secret", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
@@ -78,6 +79,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_command_endpoint() {
         "Problem",
         "Webhook",
         "CreatedWebhook",
+        "RotateSecret",
         "DeliveryAttempt",
         "DeliveryPage",
     ] {

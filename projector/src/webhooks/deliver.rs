@@ -79,10 +79,10 @@ impl Deliverer {
             })
             .unwrap_or_default();
             let attempted_at = Utc::now();
-            let sent = self
-                .sender
-                .send(&target.url, &target.secret, id, body)
-                .await;
+            let secrets: Vec<&str> = std::iter::once(target.secret.as_str())
+                .chain(target.previous_secret.as_deref())
+                .collect();
+            let sent = self.sender.send(&target.url, &secrets, id, body).await;
             let attempt = target.attempts.saturating_add(1);
             let outcome = if sent.delivered() {
                 Outcome::Delivered

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use tasklog_command::webhooks::signature::{DELIVERY_HEADER, SIGNATURE_HEADER, sign};
+use tasklog_command::webhooks::signature::{DELIVERY_HEADER, SIGNATURE_HEADER, sign_with_each};
 use tasklog_command::webhooks::ssrf;
 use uuid::Uuid;
 
@@ -76,8 +76,15 @@ impl Sender {
         })
     }
 
-    /// POSTs `body` to `url`, signed with `secret` at the current time.
-    pub async fn send(&self, url: &str, secret: &str, delivery_id: Uuid, body: Vec<u8>) -> Sent {
+    /// POSTs `body` to `url`, signed at the current time with each of
+    /// `secrets` (two while a secret is rotated).
+    pub async fn send(
+        &self,
+        url: &str,
+        secrets: &[&str],
+        delivery_id: Uuid,
+        body: Vec<u8>,
+    ) -> Sent {
         let started = Instant::now();
         let failed = |error: String| Sent {
             status: None,
@@ -101,7 +108,7 @@ impl Sender {
                 return failed(e.to_string());
             }
         }
-        let signature = sign(secret, chrono::Utc::now().timestamp(), &body);
+        let signature = sign_with_each(secrets, chrono::Utc::now().timestamp(), &body);
         let request = self
             .client
             .post(parsed)
@@ -190,7 +197,9 @@ mod tests {
             format!("http://127.0.0.1:{}/hook", addr.port()),
             format!("http://[::ffff:127.0.0.1]:{}/hook", addr.port()),
         ] {
-            let sent = guarded.send(&url, "s", Uuid::nil(), b"{}".to_vec()).await;
+            let sent = guarded
+                .send(&url, &["s"], Uuid::nil(), b"{}".to_vec())
+                .await;
             assert!(!sent.delivered(), "{url}");
             assert_eq!(sent.status, None, "{url}");
             let error = sent.error.unwrap_or_default();
@@ -206,7 +215,7 @@ mod tests {
         let sent = open
             .send(
                 &format!("http://localhost:{}/hook", addr.port()),
-                "s",
+                &["s"],
                 Uuid::nil(),
                 b"{}".to_vec(),
             )

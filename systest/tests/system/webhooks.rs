@@ -442,6 +442,117 @@ async fn a_receiver_gets_every_change_signed_in_order_as_the_feed_shows_it() {
     assert!(receiver.got()[before..].iter().all(|r| r.path == "/status"));
 }
 
+/// Whether `secret` verifies the delivery.
+fn signed_with(r: &Received, secret: &str) -> bool {
+    verify(&r.signature, secret, &r.raw, r.at_unix, 300).is_ok()
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_new_one_until_it_expires() {
+    let system = start_with(QUICK).await;
+    let api = Api::new(system.command.url(""), system.query.url(""));
+    let me = api.register().await.unwrap();
+    let other = api.register().await.unwrap();
+    let receiver = Receiver::start().await;
+    let created = subscribe(&api, &me, json!({"url": receiver.url("/r")})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let first = created.body["secret"].as_str().unwrap().to_owned();
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let rotate_path = format!("/v1/webhooks/{id}/rotate-secret");
+    let rotate = |who: &Session, body: Value| {
+        let (api, path, who) = (&api, rotate_path.clone(), who.clone());
+        async move {
+            api.command(Method::POST, &path, &who, Some(body))
+                .await
+                .unwrap()
+        }
+    };
+    let one_change = |n: usize| {
+        let (api, me) = (&api, me.clone());
+        async move {
+            let made = api
+                .post("/v1/tasks", &me, json!({"title": format!("change {n}")}))
+                .await
+                .unwrap();
+            assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+        }
+    };
+    let inbox = &receiver;
+    let delivered = |n: usize| {
+        eventually("the change's delivery", move || {
+            inbox.accepted("/r").len() >= n
+        })
+    };
+
+    one_change(1).await;
+    delivered(1).await;
+    assert!(signed_with(&receiver.accepted("/r")[0], &first));
+
+    // Refused, changing nothing: another user's webhook, a window over 7
+    // days, an unknown field.
+    assert_eq!(
+        rotate(&other, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let too_long = rotate(&me, json!({"keep_previous_secs": 604_801})).await;
+    assert_eq!(
+        too_long.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{too_long:?}"
+    );
+    assert!(
+        too_long.body.to_string().contains("keep_previous_secs"),
+        "{too_long:?}"
+    );
+    let unknown = rotate(&me, json!({"secret": "mine"})).await;
+    assert!(unknown.status.is_client_error(), "{unknown:?}");
+
+    // Rotated with the default window: the new secret once, the window shown.
+    let rotated = rotate(&me, json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let second = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let until = rotated.body["previous_secret_expires_at"].as_str().unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+    let in_a_day = chrono::Utc::now() + chrono::Duration::hours(24);
+    assert!(
+        (in_a_day - until.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 60,
+        "{until}"
+    );
+    let shown = api
+        .command(Method::GET, &format!("/v1/webhooks/{id}"), &me, None)
+        .await
+        .unwrap();
+    assert!(shown.body.get("secret").is_none(), "{shown:?}");
+    assert_eq!(
+        shown.body["previous_secret_expires_at"],
+        rotated.body["previous_secret_expires_at"]
+    );
+
+    // While the window is open a delivery verifies with either secret.
+    one_change(2).await;
+    delivered(2).await;
+    let during = receiver.accepted("/r")[1].clone();
+    assert!(
+        signed_with(&during, &second) && signed_with(&during, &first),
+        "{during:?}"
+    );
+
+    // Rotated again with no window: only the newest secret signs.
+    let now_only = rotate(&me, json!({"keep_previous_secs": 0})).await;
+    assert_eq!(now_only.status, StatusCode::OK, "{now_only:?}");
+    assert!(now_only.body["previous_secret_expires_at"].is_null());
+    let third = now_only.body["secret"].as_str().unwrap().to_owned();
+    one_change(3).await;
+    delivered(3).await;
+    let after = receiver.accepted("/r")[2].clone();
+    assert!(signed_with(&after, &third), "{after:?}");
+    assert!(!signed_with(&after, &second) && !signed_with(&after, &first));
+}
+
 #[tokio::test]
 async fn a_failing_then_absent_receiver_still_gets_everything_in_order_with_stable_ids() {
     let system = start_with(QUICK).await;
