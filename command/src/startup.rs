@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tasklog_events::sealing::KeyEncryptionKey;
 use tasklog_platform::database::{self, retry_until_ok};
 use tasklog_platform::hardening::ProductionLayers;
 use tasklog_platform::health::Health;
@@ -77,12 +78,27 @@ impl Application {
                 Err(e) => tracing::warn!(error = %e, "pending erasures not logged yet"),
             }
         });
+        let webhooks = Webhooks::new(
+            db.clone(),
+            store.clone(),
+            settings.webhook_policy,
+            KeyEncryptionKey::new(settings.data_key.0),
+        );
+        // Secrets a release before sealing stored readable.
+        let sealer = webhooks.clone();
+        tokio::spawn(async move {
+            match sealer.seal_stored_secrets().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(webhooks = n, "stored webhook secrets sealed"),
+                Err(e) => tracing::warn!(error = %e, "webhook secrets not sealed yet (next start)"),
+            }
+        });
         let state = AppState::from(Services {
             accounts,
             db: db.clone(),
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
-            webhooks: Webhooks::new(db.clone(), store.clone(), settings.webhook_policy),
+            webhooks: webhooks.clone(),
             recent: Arc::new(RecentTasks::with_capacity_bytes(
                 settings.task_state_cache_bytes,
             )),

@@ -40,6 +40,8 @@ pub struct Application {
     runner: RunnerSettings,
     lag_sample: std::time::Duration,
     webhooks: WebhookSettings,
+    /// Opens the webhooks' stored secrets.
+    kek: KeyEncryptionKey,
 }
 
 impl Application {
@@ -60,6 +62,7 @@ impl Application {
             .event_store_url
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
+        let kek = KeyEncryptionKey::new(settings.data_key.0);
         // The data keys live with the accounts, on the log's server.
         let store = sealing::sealed(
             open_when_ready(
@@ -70,7 +73,7 @@ impl Application {
             .await
             .map_err(StartError::event_store)?,
             log_db.clone(),
-            KeyEncryptionKey::new(settings.data_key.0),
+            kek.clone(),
         );
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
@@ -91,6 +94,7 @@ impl Application {
             },
             lag_sample: settings.lag_sample,
             webhooks: settings.webhooks,
+            kek,
         })
     }
 
@@ -139,6 +143,7 @@ impl Application {
                 readmodel: self.db.clone(),
             },
             self.webhooks.clone(),
+            self.kek.clone(),
             self.runner.lease,
             self.runner.instance.clone(),
             shutdown.clone(),

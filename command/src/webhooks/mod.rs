@@ -12,6 +12,7 @@ pub mod values;
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tasklog_events::sealing::KeyEncryptionKey;
 use tasklog_events::{EventStore, StoreError};
 use tasklog_platform::{ApiError, FieldError};
 use tasklog_readmodel::checkpoint::to_db;
@@ -73,11 +74,32 @@ pub struct Webhooks {
     db: PgPool,
     store: Arc<dyn EventStore>,
     policy: UrlPolicy,
+    /// Seals the secrets where they are stored (the worker opens them).
+    kek: KeyEncryptionKey,
 }
 
 impl Webhooks {
-    pub fn new(db: PgPool, store: Arc<dyn EventStore>, policy: UrlPolicy) -> Self {
-        Self { db, store, policy }
+    pub fn new(
+        db: PgPool,
+        store: Arc<dyn EventStore>,
+        policy: UrlPolicy,
+        kek: KeyEncryptionKey,
+    ) -> Self {
+        Self {
+            db,
+            store,
+            policy,
+            kek,
+        }
+    }
+
+    /// Seals the secrets stored readable before secrets were sealed; returns
+    /// how many rows it sealed. Safe from many instances at once.
+    ///
+    /// # Errors
+    /// A database failure (what was sealed stays sealed).
+    pub async fn seal_stored_secrets(&self) -> Result<u64, WebhookError> {
+        Ok(store::seal_stored_secrets(&self.db, &self.kek).await?)
     }
 
     pub fn policy(&self) -> UrlPolicy {
@@ -101,17 +123,18 @@ impl Webhooks {
             .await
             .map_err(|e| WebhookError::Invalid(FieldError::new("url", e.to_string())))?;
         let head = self.store.head().await?;
+        let id = Uuid::now_v7();
         let secret = values::new_secret();
         let types = types.into_inner();
         let subscription = store::create(
             &self.db,
             &store::NewSubscription {
-                id: Uuid::now_v7(),
+                id,
                 user_id: user,
                 url: url.as_str(),
                 types: &types,
                 description: description.as_deref(),
-                secret: &secret,
+                secret: &self.kek.seal_secret(id, &secret),
                 start: to_db(head),
             },
             MAX_PER_USER,
@@ -184,7 +207,8 @@ impl Webhooks {
         let keep_until = (keep_previous_secs > 0)
             .then(|| chrono::Utc::now() + chrono::Duration::seconds(i64::from(keep_previous_secs)));
         let secret = values::new_secret();
-        let subscription = store::rotate_secret(&self.db, user, id, &secret, keep_until)
+        let sealed = self.kek.seal_secret(id, &secret);
+        let subscription = store::rotate_secret(&self.db, user, id, &sealed, keep_until)
             .await?
             .ok_or(WebhookError::NotFound)?;
         Ok(Created {

@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use tasklog_events::sealing::{KeyEncryptionKey, SealError};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -92,6 +93,7 @@ pub struct NewSubscription<'a> {
     pub url: &'a str,
     pub types: &'a [String],
     pub description: Option<&'a str>,
+    /// Sealed (`KeyEncryptionKey::seal_secret`, bound to `id`).
     pub secret: &'a str,
     /// The log head at creation: changes after it are sent.
     pub start: (i64, i64),
@@ -326,8 +328,10 @@ pub struct Target {
     pub owner: Uuid,
     pub url: String,
     pub types: Vec<String>,
+    /// As stored: sealed (see `signing_secrets`).
     pub secret: String,
-    /// The secret a rotation replaced, while it still signs beside `secret`.
+    /// The secret a rotation replaced, while it still signs beside `secret`;
+    /// as stored.
     pub previous_secret: Option<String>,
     /// The checkpoint: the last change delivered.
     pub commit: i64,
@@ -336,6 +340,59 @@ pub struct Target {
     /// Failed attempts of the change after the checkpoint, and since when.
     pub attempts: i32,
     pub retry_since: Option<DateTime<Utc>>,
+}
+
+impl Target {
+    /// The secrets that sign its deliveries, opened: the current one first,
+    /// then the one a rotation replaced while it still signs.
+    ///
+    /// # Errors
+    /// When a stored secret does not open under `kek` (another
+    /// `DATA_KEY_ENCRYPTION_KEY` than the one that sealed it, or altered).
+    pub fn signing_secrets(&self, kek: &KeyEncryptionKey) -> Result<Vec<String>, SealError> {
+        std::iter::once(self.secret.as_str())
+            .chain(self.previous_secret.as_deref())
+            .map(|stored| kek.open_secret(self.id, stored))
+            .collect()
+    }
+}
+
+/// Seals every secret still stored readable (rows written before secrets
+/// were sealed); returns how many rows it changed. Each row is replaced only
+/// if it still holds what was read, so instances racing here do no harm.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn seal_stored_secrets(db: &PgPool, kek: &KeyEncryptionKey) -> Result<u64, sqlx::Error> {
+    let plain: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, secret, previous_secret FROM accounts.webhooks \
+         WHERE secret NOT LIKE 'sealed:%' OR previous_secret NOT LIKE 'sealed:%'",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut sealed = 0;
+    for (id, secret, previous) in plain {
+        let seal = |stored: &str| {
+            if KeyEncryptionKey::is_sealed_secret(stored) {
+                stored.to_owned()
+            } else {
+                kek.seal_secret(id, stored)
+            }
+        };
+        let done = sqlx::query(
+            "UPDATE accounts.webhooks SET secret = $2, previous_secret = $3 \
+             WHERE id = $1 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
+        )
+        .bind(id)
+        .bind(seal(&secret))
+        .bind(previous.as_deref().map(seal))
+        .bind(&secret)
+        .bind(&previous)
+        .execute(db)
+        .await?;
+        sealed += done.rows_affected();
+    }
+    Ok(sealed)
 }
 
 /// Active subscriptions with nothing scheduled later than now, except `busy`

@@ -22,3 +22,4 @@ mod service;
 mod sessions;
 mod task_commands;
 mod tokens;
+mod webhook_secrets;

@@ -50,6 +50,10 @@ const KEY_BYTES: usize = 32;
 /// Domain separation between the two uses of the cipher.
 const PAYLOAD_CONTEXT: &[u8] = b"tasklog-sealed-payload-v1\0";
 const WRAP_CONTEXT: &[u8] = b"tasklog-data-key-v1\0";
+const SECRET_CONTEXT: &[u8] = b"tasklog-webhook-secret-v1\0";
+/// How a sealed secret starts where it is stored (a plain one never does:
+/// webhook secrets start `whsec_`).
+const SECRET_PREFIX: &str = "sealed:v1:";
 
 /// A sealed payload that cannot be opened: its key is gone (the owner was
 /// erased), or it does not authenticate (tampered, or another key).
@@ -114,6 +118,10 @@ fn wrap_aad(owner: Uuid) -> Vec<u8> {
     [WRAP_CONTEXT, owner.as_bytes()].concat()
 }
 
+fn secret_aad(id: Uuid) -> Vec<u8> {
+    [SECRET_CONTEXT, id.as_bytes()].concat()
+}
+
 fn payload_aad(owner: Uuid, event_id: Uuid) -> Vec<u8> {
     [PAYLOAD_CONTEXT, owner.as_bytes(), event_id.as_bytes()].concat()
 }
@@ -133,6 +141,34 @@ impl KeyEncryptionKey {
     /// `key` sealed for storage beside `owner`'s account.
     pub fn wrap(&self, owner: Uuid, key: &DataKey) -> Vec<u8> {
         seal_bytes(&self.0, &key.0, &wrap_aad(owner))
+    }
+
+    /// A secret the services must read back (a webhook's signing secret),
+    /// sealed for storage and bound to `id` (what it belongs to), so a
+    /// database dump alone does not give it away.
+    pub fn seal_secret(&self, id: Uuid, secret: &str) -> String {
+        let sealed = seal_bytes(&self.0, secret.as_bytes(), &secret_aad(id));
+        format!("{SECRET_PREFIX}{}", STANDARD.encode(sealed))
+    }
+
+    /// The secret `seal_secret` sealed for `id`; a stored value that is not
+    /// sealed (written before secrets were) is returned as it is.
+    ///
+    /// # Errors
+    /// When it was sealed under another key-encryption key or for another
+    /// id, or was altered.
+    pub fn open_secret(&self, id: Uuid, stored: &str) -> Result<String, SealError> {
+        let Some(encoded) = stored.strip_prefix(SECRET_PREFIX) else {
+            return Ok(stored.to_owned());
+        };
+        let sealed = STANDARD.decode(encoded).map_err(|_| SealError::Malformed)?;
+        let plain = open_bytes(&self.0, &sealed, &secret_aad(id))?;
+        String::from_utf8(plain).map_err(|_| SealError::Malformed)
+    }
+
+    /// Whether a stored secret is sealed.
+    pub fn is_sealed_secret(stored: &str) -> bool {
+        stored.starts_with(SECRET_PREFIX)
     }
 
     /// The data key `wrap` sealed for `owner`.

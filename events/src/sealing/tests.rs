@@ -109,3 +109,38 @@ fn given_a_wrapped_data_key_then_only_its_kek_and_owner_unwrap_it() {
         "DataKey(..) KeyEncryptionKey(..)"
     );
 }
+
+#[test]
+fn given_a_secret_when_sealed_then_only_its_key_and_id_open_it_and_plain_ones_pass() {
+    // Given a key-encryption key and a webhook's secret
+    let kek = KeyEncryptionKey::new([7; 32]);
+    let (id, other_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let secret = "whsec_0123456789abcdef";
+
+    // When it is sealed for storage
+    let stored = kek.seal_secret(id, secret);
+
+    // Then the stored text does not hold it, and only the same key and id open it
+    assert!(!stored.contains(secret) && KeyEncryptionKey::is_sealed_secret(&stored));
+    assert_ne!(
+        stored,
+        kek.seal_secret(id, secret),
+        "a fresh nonce each time"
+    );
+    assert_eq!(kek.open_secret(id, &stored).as_deref(), Ok(secret));
+    assert_eq!(
+        kek.open_secret(other_id, &stored),
+        Err(SealError::Unauthentic)
+    );
+    assert_eq!(
+        KeyEncryptionKey::new([8; 32]).open_secret(id, &stored),
+        Err(SealError::Unauthentic)
+    );
+    assert_eq!(
+        kek.open_secret(id, "sealed:v1:not base64!"),
+        Err(SealError::Malformed)
+    );
+    // And a secret stored before secrets were sealed reads as it is
+    assert_eq!(kek.open_secret(id, secret).as_deref(), Ok(secret));
+    assert!(!KeyEncryptionKey::is_sealed_secret(secret));
+}

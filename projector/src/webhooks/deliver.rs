@@ -8,12 +8,13 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tasklog_command::webhooks::store::{self, AttemptRecord, Outcome, Target};
 use tasklog_command::webhooks::values::delivery_id;
+use tasklog_events::sealing::KeyEncryptionKey;
 use tasklog_readmodel::changes::{After, Change, ChangeFilter, changes_after};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::backoff::{Backoff, Next};
-use super::send::Sender;
+use super::send::{Sender, Sent};
 
 /// Changes taken per turn: then another subscription gets the worker.
 pub const TURN: u32 = 100;
@@ -43,6 +44,8 @@ pub struct Deliverer {
     pub readmodel: PgPool,
     pub sender: Sender,
     pub backoff: Backoff,
+    /// Opens the stored secrets (`DATA_KEY_ENCRYPTION_KEY`).
+    pub kek: KeyEncryptionKey,
 }
 
 impl Deliverer {
@@ -79,10 +82,17 @@ impl Deliverer {
             })
             .unwrap_or_default();
             let attempted_at = Utc::now();
-            let secrets: Vec<&str> = std::iter::once(target.secret.as_str())
-                .chain(target.previous_secret.as_deref())
-                .collect();
-            let sent = self.sender.send(&target.url, &secrets, id, body).await;
+            let sent = match target.signing_secrets(&self.kek) {
+                Ok(secrets) => {
+                    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    self.sender.send(&target.url, &secrets, id, body).await
+                }
+                // Logged as a failed attempt and retried: the operator sees
+                // it in the delivery log, and a corrected key resumes it.
+                Err(e) => Sent::refused(format!(
+                    "the webhook's secret does not open with this DATA_KEY_ENCRYPTION_KEY: {e}"
+                )),
+            };
             let attempt = target.attempts.saturating_add(1);
             let outcome = if sent.delivered() {
                 Outcome::Delivered

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tasklog_command::webhooks::store;
+use tasklog_events::sealing::KeyEncryptionKey;
 use tasklog_readmodel::changes::{CHANNEL, changes_position};
 use tasklog_readmodel::listener::{self, Notices};
 use tokio::sync::Notify;
@@ -68,6 +69,7 @@ pub struct Pools {
 pub async fn run(
     pools: Pools,
     settings: WebhookSettings,
+    kek: KeyEncryptionKey,
     timing: LeaseTiming,
     instance: String,
     shutdown: CancellationToken,
@@ -84,6 +86,7 @@ pub async fn run(
         readmodel: pools.readmodel.clone(),
         sender,
         backoff: settings.backoff,
+        kek,
     });
     let holder = format!("{instance}/{WEBHOOKS}");
     let lease_gauge = metrics::gauge!("projector_lease_held", "projection" => WEBHOOKS);

@@ -49,6 +49,16 @@ impl Sent {
     pub fn delivered(&self) -> bool {
         self.error.is_none()
     }
+
+    /// An attempt that never left: nothing was sent, for `error`.
+    pub fn refused(error: String) -> Self {
+        Self {
+            status: None,
+            latency: Duration::ZERO,
+            error: Some(error),
+            body: None,
+        }
+    }
 }
 
 #[derive(Clone)]
