@@ -547,3 +547,42 @@ pub async fn record(
     tx.commit().await?;
     Ok(moved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(kek: &KeyEncryptionKey, previous: Option<&str>) -> Target {
+        let id = Uuid::now_v7();
+        Target {
+            id,
+            owner: Uuid::now_v7(),
+            url: "https://hooks.example.com/".into(),
+            types: vec![],
+            secret: kek.seal_secret(id, "whsec_new"),
+            previous_secret: previous.map(|p| kek.seal_secret(id, p)),
+            commit: 0,
+            prepare: 0,
+            epoch: 0,
+            attempts: 0,
+            retry_since: None,
+        }
+    }
+
+    #[test]
+    fn the_signing_secrets_open_current_first_and_only_under_their_key() {
+        let kek = KeyEncryptionKey::new([1; 32]);
+        assert_eq!(
+            target(&kek, Some("whsec_old")).signing_secrets(&kek),
+            Ok(vec!["whsec_new".to_owned(), "whsec_old".to_owned()])
+        );
+        assert_eq!(
+            target(&kek, None).signing_secrets(&kek),
+            Ok(vec!["whsec_new".to_owned()])
+        );
+        assert_eq!(
+            target(&kek, None).signing_secrets(&KeyEncryptionKey::new([2; 32])),
+            Err(SealError::Unauthentic)
+        );
+    }
+}
