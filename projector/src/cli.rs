@@ -314,7 +314,11 @@ async fn connect(
         )
         .await
         .context("the event log did not become reachable within 30 s")??,
-        Schemas::AsTheyAre => open_existing(url.as_deref(), log_db.clone())?,
+        Schemas::AsTheyAre => {
+            let store = open_existing(url.as_deref(), log_db.clone())?;
+            wait_until_reachable(store.as_ref(), READ_ONLY_WAIT).await?;
+            store
+        }
     };
     // The data keys live with the accounts, on the log's server.
     let store = sealing::sealed(store, log_db, KeyEncryptionKey::new(settings.data_key.0));
@@ -325,6 +329,45 @@ async fn connect(
     }
     let redis = RedisHandle::new(&settings.redis)?;
     Ok((db, store, redis))
+}
+
+/// How long `status` and `verify` wait for the log's server to answer.
+const READ_ONLY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits, up to `limit`, until the log answers: a read-only command run as
+/// a stack starts (or while a name lookup fails for a moment, as in podman's
+/// networks) retries, saying so, instead of failing on the first refused or
+/// timed-out connection. Anything the server itself answers (a missing
+/// table, say) ends the wait at once.
+///
+/// # Errors
+/// The last error once `limit` has passed, or the first that is not about
+/// reaching the server.
+async fn wait_until_reachable(store: &dyn EventStore, limit: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.head().await {
+            Ok(_) => return Ok(()),
+            Err(e) if not_reached(&e) && started.elapsed() + delay < limit => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "the event log is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether the error is about reaching the server, not one the server sent.
+fn not_reached(e: &tasklog_events::StoreError) -> bool {
+    match e {
+        tasklog_events::StoreError::Unavailable(source) => !matches!(
+            source.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(_))
+        ),
+        _ => false,
+    }
 }
 
 /// Opens a log named by URL: a Postgres database (its `eventlog` schema is

@@ -405,6 +405,43 @@ async fn status_and_verify_only_read_a_database_no_service_has_migrated() {
 }
 
 #[tokio::test]
+async fn status_waits_for_a_server_that_is_not_reachable_yet_and_then_answers() {
+    let w = World::new().await;
+    tasklog_projector::migrate(w.pool()).await.unwrap();
+    // The server refuses connections at first, as while a stack starts.
+    let proxy = Proxy::start("127.0.0.1:5432", false).await.unwrap();
+    let options: sqlx::postgres::PgConnectOptions = w.db.url().parse().unwrap();
+    let via_proxy = sqlx::ConnectOptions::to_url_lossy(&options.port(proxy.port())).to_string();
+    let status = Command::new(env!("CARGO_BIN_EXE_tasklog-projector"))
+        .arg("status")
+        .env_clear()
+        .env("DATABASE_URL", &via_proxy)
+        .env("REDIS_URL", redis_url())
+        .env("REDIS_PREFIX", &w.prefix)
+        .env("TASKLOG_ENV", "development")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the projector binary starts");
+    // Longer than a pool's acquire timeout (2 s): one failed try is not the end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.up();
+    let out = tokio::task::spawn_blocking(move || status.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("tasks   generation"), "{stdout}");
+    // The wait is said (logs go to stdout, as the services').
+    assert!(stdout.contains("not reachable yet; retrying"), "{stdout}");
+}
+
+#[tokio::test]
 async fn copy_log_copies_a_log_into_another_keeping_ids_and_versions_and_can_rerun() {
     let mut source = World::new().await;
     source.writer.busy_history(&owners(2), 15).await;
