@@ -284,8 +284,7 @@ enum Schemas {
     /// `rebuild` writes the read model, so it brings it (and the log) up to date.
     Migrate,
     /// `status` and `verify` only read: they change nothing and never wait on
-    /// the migration lock, which a starting service or job may be holding
-    /// (a container check once saw `status` spend its whole 30 s there).
+    /// the migration lock, which a starting service or job may be holding.
     /// What is missing shows in their report.
     AsTheyAre,
 }
