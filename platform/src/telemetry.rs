@@ -288,18 +288,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Logs an error with its whole cause chain, for the top of a binary.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

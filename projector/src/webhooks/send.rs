@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tasklog_command::webhooks::signature::{DELIVERY_HEADER, SIGNATURE_HEADER, sign_with_each};
 use tasklog_command::webhooks::ssrf;
+use tasklog_platform::causes::Causes;
 use uuid::Uuid;
 
 /// Most of a receiver's answer kept in the delivery log.
@@ -128,7 +129,9 @@ impl Sender {
             .body(body);
         let mut response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return failed(chain(&e)),
+            // reqwest's own message says only "error sending request"; the
+            // causes say which address was refused or what timed out.
+            Err(e) => return failed(Causes(&e).to_string()),
         };
         let latency = started.elapsed();
         let status = response.status();
@@ -150,22 +153,6 @@ impl Sender {
             body,
         }
     }
-}
-
-/// An error with its causes: reqwest's own message says only "error sending
-/// request"; the cause says which address was refused or what timed out.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
