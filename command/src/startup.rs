@@ -98,7 +98,7 @@ impl Application {
             db: db.clone(),
             store: store.clone(),
             verifier: settings.jwt.verifier.clone(),
-            webhooks: webhooks.clone(),
+            webhooks,
             recent: Arc::new(RecentTasks::with_capacity_bytes(
                 settings.task_state_cache_bytes,
             )),

@@ -335,27 +335,24 @@ const READ_ONLY_WAIT: Duration = Duration::from_secs(30);
 
 /// Waits, up to `limit`, until the log answers: a read-only command run as
 /// a stack starts (or while a name lookup fails for a moment, as in podman's
-/// networks) retries, saying so, instead of failing on the first refused or
-/// timed-out connection. Anything the server itself answers (a missing
-/// table, say) ends the wait at once.
+/// networks) retries like a one-shot job, each failure logged, instead of
+/// failing on the first refused or timed-out connection. Anything the server
+/// itself answers (a missing table, say) ends the wait at once.
 ///
 /// # Errors
-/// The last error once `limit` has passed, or the first that is not about
-/// reaching the server.
+/// When `limit` has passed, or the first error that is not about reaching
+/// the server.
 async fn wait_until_reachable(store: &dyn EventStore, limit: Duration) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
+    // Ok(Err(..)): an answer, not worth waiting on.
+    let answered = database::retry_for("reaching the event log", limit, || async {
         match store.head().await {
-            Ok(_) => return Ok(()),
-            Err(e) if not_reached(&e) && started.elapsed() + delay < limit => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "the event log is not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e.into()),
+            Ok(_) => Ok(Ok(())),
+            Err(e) if not_reached(&e) => Err(e),
+            Err(e) => Ok(Err(e)),
         }
-    }
+    })
+    .await?;
+    Ok(answered?)
 }
 
 /// Whether the error is about reaching the server, not one the server sent.

@@ -438,7 +438,10 @@ async fn status_waits_for_a_server_that_is_not_reachable_yet_and_then_answers() 
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("tasks   generation"), "{stdout}");
     // The wait is said (logs go to stdout, as the services').
-    assert!(stdout.contains("not reachable yet; retrying"), "{stdout}");
+    assert!(
+        stdout.contains("reaching the event log failed; retrying"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
