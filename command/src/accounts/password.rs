@@ -86,11 +86,18 @@ impl Passwords {
         &self,
         job: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _slot = tokio::time::timeout(QUEUE_TIMEOUT, self.slots.acquire())
+        let slot = tokio::time::timeout(QUEUE_TIMEOUT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
-        tokio::task::spawn_blocking(job).await?
+        // The slot goes with the job, not with this future: a request that
+        // times out or whose client leaves drops the future, but the blocking
+        // hash runs on to its end and still holds its core and 19 MiB.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            job()
+        })
+        .await?
     }
 
     /// # Errors
@@ -150,6 +157,53 @@ mod tests {
             .await
             .unwrap();
         assert!(ok && !wrong);
+    }
+
+    #[tokio::test]
+    async fn a_hash_whose_caller_left_keeps_its_slot_until_it_ends() {
+        use std::sync::mpsc;
+        let passwords = Passwords::new(1).await.unwrap();
+        // Given a job that holds the only slot, and whose caller gives up.
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let passwords = passwords.clone();
+            async move {
+                passwords
+                    .run(move || {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        // When a second job asks for a slot.
+        let (second_tx, mut second_rx) = tokio::sync::oneshot::channel();
+        let second = tokio::spawn({
+            let passwords = passwords.clone();
+            async move {
+                passwords
+                    .run(move || {
+                        second_tx.send(()).ok();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        // Then it waits while the first one still runs...
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(second_rx.try_recv().is_err(), "ran beside the first job");
+        // ...and runs once the first one ends.
+        release_tx.send(()).unwrap();
+        second.await.unwrap().unwrap();
+        assert!(second_rx.try_recv().is_ok());
     }
 
     #[tokio::test]
