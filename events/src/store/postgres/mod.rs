@@ -135,7 +135,12 @@ const EVENT_COLUMNS: &str = "(tx_id::text::bigint << 16) | append_seq AS commit_
 
 fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let metadata: serde_json::Value = row.try_get("metadata").map_err(get)?;
+    // Straight from the column's bytes: through a `serde_json::Value` first,
+    // each event's metadata was built twice.
+    let metadata = row
+        .try_get::<sqlx::types::Json<Metadata>, _>("metadata")
+        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?
+        .0;
     Ok(RecordedEvent {
         position: Position::new(
             to_u64(row.try_get("commit_position").map_err(get)?)?,
@@ -147,8 +152,7 @@ fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         event_type: row.try_get("event_type").map_err(get)?,
         schema_version: row.try_get("schema_version").map_err(get)?,
         data: row.try_get("data").map_err(get)?,
-        metadata: serde_json::from_value::<Metadata>(metadata)
-            .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+        metadata,
         recorded_at: row
             .try_get::<DateTime<Utc>, _>("recorded_at")
             .map_err(get)?,

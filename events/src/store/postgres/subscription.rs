@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use futures::stream;
+use futures::{TryStreamExt, stream};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
@@ -33,17 +33,18 @@ pub(super) async fn read_committed(
          ORDER BY tx_id, position LIMIT $3"
     );
     let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
-    let rows = sqlx::query(&sql)
+    // Each row is decoded as it arrives and dropped: `fetch_all` held a whole
+    // page of raw rows beside their decoded events (a catch-up's memory peak).
+    let mut events = Vec::with_capacity(max.min(BATCH));
+    let mut rows = sqlx::query(&sql)
         .bind(to_i64(after.commit))
         .bind(to_i64(after.prepare))
         .bind(limit)
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::unavailable)?;
-    let mut events = rows
-        .iter()
-        .map(recorded_event)
-        .collect::<Result<Vec<_>, _>>()?;
+        .fetch(pool);
+    while let Some(row) = rows.try_next().await.map_err(StoreError::unavailable)? {
+        events.push(recorded_event(&row)?);
+    }
+    drop(rows);
     if events.len() == max {
         if let Some(last) = events.last().map(|e| e.position) {
             // The whole of this transaction is visible (it is below the horizon);
