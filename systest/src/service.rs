@@ -106,6 +106,11 @@ impl Service {
         }
     }
 
+    /// The running process's id, to read its `/proc` entries.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),

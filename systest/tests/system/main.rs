@@ -8,6 +8,7 @@ mod error_tracking;
 mod failures;
 mod gateway;
 mod lifecycle;
+mod memory;
 mod otel;
 mod readmodel_server;
 mod redis_cluster;
