@@ -13,7 +13,7 @@
 //! Argon2 buffers in its heaps unless `GLIBC_TUNABLES` fixed its mmap
 //! threshold. mimalloc is built without transparent huge pages (`no_thp`,
 //! the workspace's Cargo.toml): with them a 2 MiB page stays resident for
-//! one live object in it, about a third of each service's RSS.
+//! one live object in it, a quarter to a third of each service's peak RSS.
 
 pub mod auth;
 pub mod causes;

@@ -1,6 +1,7 @@
 //! The services' memory: no transparent huge pages, so their RSS counts the
 //! 4 KiB pages in use, not a whole 2 MiB page for each live object in one
-//! (about a third of each service's RSS, bench/README.md "Twelfth session").
+//! (a quarter to a third of each service's peak RSS, bench/README.md
+//! "Twelfth session").
 
 use reqwest::StatusCode;
 use serde_json::json;
