@@ -159,6 +159,15 @@ mod tests {
         assert!(ok && !wrong);
     }
 
+    /// A caller of `run` as its own task, so the test can abort it.
+    fn spawn_job(
+        passwords: &Passwords,
+        job: impl FnOnce() -> Result<(), PasswordError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), PasswordError>> {
+        let passwords = passwords.clone();
+        tokio::spawn(async move { passwords.run(job).await })
+    }
+
     #[tokio::test]
     async fn a_hash_whose_caller_left_keeps_its_slot_until_it_ends() {
         use std::sync::mpsc;
@@ -166,17 +175,10 @@ mod tests {
         // Given a job that holds the only slot, and whose caller gives up.
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let first = tokio::spawn({
-            let passwords = passwords.clone();
-            async move {
-                passwords
-                    .run(move || {
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().ok();
-                        Ok(())
-                    })
-                    .await
-            }
+        let first = spawn_job(&passwords, move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().ok();
+            Ok(())
         });
         tokio::task::spawn_blocking(move || started_rx.recv())
             .await
@@ -186,16 +188,9 @@ mod tests {
         assert!(first.await.unwrap_err().is_cancelled());
         // When a second job asks for a slot.
         let (second_tx, mut second_rx) = tokio::sync::oneshot::channel();
-        let second = tokio::spawn({
-            let passwords = passwords.clone();
-            async move {
-                passwords
-                    .run(move || {
-                        second_tx.send(()).ok();
-                        Ok(())
-                    })
-                    .await
-            }
+        let second = spawn_job(&passwords, move || {
+            second_tx.send(()).ok();
+            Ok(())
         });
         // Then it waits while the first one still runs...
         tokio::time::sleep(Duration::from_millis(200)).await;

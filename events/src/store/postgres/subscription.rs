@@ -44,7 +44,6 @@ pub(super) async fn read_committed(
     while let Some(row) = rows.try_next().await.map_err(StoreError::unavailable)? {
         events.push(recorded_event(&row)?);
     }
-    drop(rows);
     if events.len() == max {
         if let Some(last) = events.last().map(|e| e.position) {
             // The whole of this transaction is visible (it is below the horizon);
