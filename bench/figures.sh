@@ -55,7 +55,9 @@ fi
 
 if wants patch; then
     load patch32 patch --users 64 --connections 32 --duration "$DURATION"
-    figure "$OUT/patch32.json" "'patches/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'expected 412', r['total']['expected_conflicts'], 'errors', r['total']['errors']"
+    ONLY=patch_batched bench/limits.sh > "$OUT/limits-patch.jsonl"
+    figure "$OUT/patch32.json" "'patches/s at 32 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'expected 412', r['total']['expected_conflicts'], 'errors', r['total']['errors'], 'cpu us per patch', round(r.get('cpu_per_ok_us') or 0)"
+    grep -E 'pgbench_patch_batched' "$OUT/limits-patch.jsonl"
 fi
 
 if wants list; then
@@ -63,7 +65,7 @@ if wants list; then
     # load generator seeded, against pgbench sending the same SQL.
     load list64 list --users 64 --tasks-per-user 30 --list-mix first --connections 64 --duration "$DURATION"
     ONLY=list ROWS=$((64 * 30)) OWNERS=64 bench/limits.sh > "$OUT/limits-list.jsonl"
-    figure "$OUT/list64.json" "'first pages/s at 64 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors']"
+    figure "$OUT/list64.json" "'first pages/s at 64 connections', round(r['total']['throughput_per_s']), 'p99 ms', r['total']['latency_ms']['p99'], 'errors', r['total']['errors'], 'cpu us per page', round(r.get('cpu_per_ok_us') or 0)"
     grep -E 'pgbench_list' "$OUT/limits-list.jsonl"
     # The whole mix (filters, search, next pages), which pgbench has no one query for.
     load list64mix list --users 64 --tasks-per-user 30 --connections 64 --duration "$DURATION"

@@ -17,20 +17,31 @@
 #           clients (bench/pgbench/create_batched.sql): the database's ceiling
 #           for a create's rows when per-transaction costs are shared as
 #           Tasklog shares them; its creates/s is tps x BATCH;
+#   patch_batched  pgbench, the rows of BATCH (32) title patches per
+#           transaction as the append worker and the projector write them:
+#           the events, the projector's read and upsert of the task rows (no
+#           HOT update: updated_at is indexed), the change-feed rows, at
+#           BATCH_CLIENTS clients over PATCH_ROWS seeded tasks
+#           (bench/pgbench/patch_batched.sql): the database's ceiling for a
+#           patch's rows; its patches/s is tps x BATCH;
 #   copy    COPY of ROWS read-model rows over OWNERS owners into a fresh
 #           index-less generation table, then its indexes, as `projector
 #           rebuild` does (rows/s for the COPY alone and with the indexes);
 #   list    pgbench, the list query's first page for one owner
 #           (bench/pgbench/list.sql) at LIST_CLIENTS clients over those rows.
-# Figures go to stdout as one JSON object per line; progress to stderr.
+# Figures go to stdout as one JSON object per line; progress to stderr. Each
+# pgbench figure carries cpu_us_per_tx: the whole machine's busy CPU time
+# (/proc/stat, pgbench's own included) over the run per transaction, the
+# budget a Tasklog request would have to fit in to match that rate on this
+# machine (run it on an otherwise idle machine: every process counts).
 #
 #   bench/limits.sh                      # everything
-#   ONLY=append bench/limits.sh          # or insert, create_work, create_batched, copy, list (list loads the rows
+#   ONLY=append bench/limits.sh          # or insert, create_work, create_batched, patch_batched, copy, list (list loads the rows
 #                                        # as copy does, without its figures)
 #
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
 # SECONDS_EACH (15), APPEND_CLIENTS ("1 16 32"), LIST_CLIENTS (32), BATCH (32),
-# BATCH_CLIENTS (2),
+# BATCH_CLIENTS (2), PATCH_ROWS (64000),
 # ROWS (1000000), OWNERS (10000), THREADS (nproc), ONLY (append,insert,copy,list),
 # APPEND_NOTIFY (1; 0 measures appends without the NOTIFY).
 set -euo pipefail
@@ -45,7 +56,8 @@ OWNERS=${OWNERS:-10000}
 THREADS=${THREADS:-$(nproc)}
 BATCH=${BATCH:-32}
 BATCH_CLIENTS=${BATCH_CLIENTS:-2}
-ONLY=${ONLY:-append,insert,create_work,create_batched,copy,list}
+PATCH_ROWS=${PATCH_ROWS:-64000}
+ONLY=${ONLY:-append,insert,create_work,create_batched,patch_batched,copy,list}
 DB=tasklog_limits_$$
 TMP=$(mktemp -d)
 
@@ -67,20 +79,33 @@ machine() {
         "$(nproc)" "$cpu" "$load" "$(psql -X -Atqd postgres -c 'show server_version')"
 }
 
-# pgbench's tps and mean latency as one JSON line.
+# The machine's busy CPU time so far, in clock ticks (/proc/stat's first line:
+# everything but idle and iowait; guest time is already inside user).
+busy_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# pgbench's tps, mean latency and the machine's CPU per transaction as one JSON line.
 run_pgbench() { # figure, clients, script, extra pgbench args...
     local figure=$1 clients=$2 script=$3; shift 3
     local threads=$(( clients < THREADS ? clients : THREADS ))
     say "$figure: $clients clients, ${SECONDS_EACH}s"
-    local out
+    local out busy0 busy1 t0 t1
+    busy0=$(busy_ticks); t0=$(date +%s.%N)
     out=$(pgbench -n -M prepared -c "$clients" -j "$threads" -T "$SECONDS_EACH" -f "$script" "$@" "$DB" 2>&1) \
         || { echo "$out" >&2; exit 1; }
-    local tps lat failed
+    busy1=$(busy_ticks); t1=$(date +%s.%N)
+    local tps lat failed txs cpu
     tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
     lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
     failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
-    printf '{"figure":"%s","clients":%s,"seconds":%s,"tps":%s,"latency_avg_ms":%s,"failed":%s,"load":"%s"}\n' \
-        "$figure" "$clients" "$SECONDS_EACH" "${tps:-null}" "${lat:-null}" "${failed:-0}" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    txs=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+    # Ticks to microseconds; the connection set-up pgbench does before its
+    # clock starts is inside the window too (a few ms in 15 s).
+    cpu=$(awk -v b="$busy0" -v e="$busy1" -v n="${txs:-0}" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (n > 0) printf "%.0f", (e - b) * 1e6 / hz / n; else printf "null" }')
+    printf '{"figure":"%s","clients":%s,"seconds":%s,"tps":%s,"latency_avg_ms":%s,"failed":%s,"cpu_us_per_tx":%s,"machine_busy":%.2f,"load":"%s"}\n' \
+        "$figure" "$clients" "$SECONDS_EACH" "${tps:-null}" "${lat:-null}" "${failed:-0}" "$cpu" \
+        "$(awk -v b="$busy0" -v e="$busy1" -v a="$t0" -v z="$t1" -v hz="$(getconf CLK_TCK)" -v c="$(nproc)" 'BEGIN { printf "%.2f", (e - b) / hz / (z - a) / c }')" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # Applies a crate's migrations the way migrate_schema does: in their own schema.
@@ -132,13 +157,24 @@ if wants create_batched; then
     for c in $BATCH_CLIENTS; do
         # One line as the others print, with the batch and the creates/s it means.
         run_pgbench pgbench_create_batched "$c" bench/pgbench/create_batched.sql -D batch="$BATCH" \
-            | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); b=int(sys.argv[1]); r["batch"]=b; r["creates_per_s"]=round((r["tps"] or 0)*b); print(json.dumps(r))' "$BATCH"
+            | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); b=int(sys.argv[1]); r["batch"]=b; r["creates_per_s"]=round((r["tps"] or 0)*b); r["cpu_us_per_create"]=None if r["cpu_us_per_tx"] is None else round(r["cpu_us_per_tx"]/b); print(json.dumps(r))' "$BATCH"
+    done
+fi
+
+if wants patch_batched; then
+    wants append || wants create_work || wants create_batched || migrate eventlog events/migrations
+    wants create_work || wants create_batched || migrate readmodel readmodel/migrations
+    say "seeding $PATCH_ROWS tasks to patch"
+    psql_db -v rows="$PATCH_ROWS" -v owners="$OWNERS" -f bench/pgbench/patch_tasks.sql
+    for c in $BATCH_CLIENTS; do
+        run_pgbench pgbench_patch_batched "$c" bench/pgbench/patch_batched.sql -D batch="$BATCH" -D rows="$PATCH_ROWS" \
+            | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); b=int(sys.argv[1]); r["batch"]=b; r["patches_per_s"]=round((r["tps"] or 0)*b); r["cpu_us_per_patch"]=None if r["cpu_us_per_tx"] is None else round(r["cpu_us_per_tx"]/b); print(json.dumps(r))' "$BATCH"
     done
 fi
 
 if wants copy || wants list; then
     say "read model from readmodel/migrations"
-    wants create_work || wants create_batched || migrate readmodel readmodel/migrations
+    wants create_work || wants create_batched || wants patch_batched || migrate readmodel readmodel/migrations
     say "generating $ROWS rows over $OWNERS owners"
     psql_db -v rows="$ROWS" -v owners="$OWNERS" -f bench/pgbench/rows.sql > "$TMP/tasks.tsv"
     # What `projector rebuild` faces: a fresh, index-less generation table,
