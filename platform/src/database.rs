@@ -58,7 +58,7 @@ pub fn log_and_readmodel_pools(
 }
 
 /// Idle longer than this, a pooled connection is checked before use.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
+pub(crate) const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// How long a one-shot migrate job (`tasklog-command migrate`,
 /// `tasklog-projector migrate`) keeps trying before it gives up.

@@ -45,7 +45,6 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
@@ -60,6 +59,7 @@ use crate::client_ip::{TrustedProxies, record_client_ip};
 use crate::config::{ConfigError, Env, Environment};
 use crate::http::{REQUEST_ID, drop_unfit_request_id, on_response, request_span};
 use crate::json::MAX_BODY_BYTES;
+use crate::metrics::MeteredPool;
 use crate::problem::ApiError;
 use crate::rate_limit::{RateLimitSettings, RateLimiter};
 use crate::redis::RedisHandle;
@@ -149,7 +149,7 @@ pub struct ProductionLayers {
     settings: HttpSettings,
     redis: Option<RedisHandle>,
     verifier: Option<Arc<TokenVerifier>>,
-    pools: Vec<(&'static str, PgPool)>,
+    pools: Vec<(&'static str, MeteredPool)>,
 }
 
 impl ProductionLayers {
@@ -178,8 +178,8 @@ impl ProductionLayers {
 
     /// A pool whose usage `/metrics` reports, labelled `pool="<name>"`.
     #[must_use]
-    pub fn pool(mut self, name: &'static str, pool: PgPool) -> Self {
-        self.pools.push((name, pool));
+    pub fn pool(mut self, name: &'static str, pool: impl Into<MeteredPool>) -> Self {
+        self.pools.push((name, pool.into()));
         self
     }
 

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
+pub mod read_pool;
 pub mod redis;
 pub mod server;
 pub mod state;

@@ -31,6 +31,8 @@ pub use metrics;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
+use crate::read_pool::ReadPool;
+
 /// Seconds; from a fast cached read to the request timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -104,19 +106,57 @@ pub fn render() -> String {
     install().render()
 }
 
+/// A Postgres pool whose usage `/metrics` samples.
+#[derive(Clone)]
+pub enum MeteredPool {
+    Sqlx(PgPool),
+    Read(ReadPool),
+}
+
+impl From<PgPool> for MeteredPool {
+    fn from(pool: PgPool) -> Self {
+        Self::Sqlx(pool)
+    }
+}
+
+impl From<ReadPool> for MeteredPool {
+    fn from(pool: ReadPool) -> Self {
+        Self::Read(pool)
+    }
+}
+
+impl MeteredPool {
+    /// Open, idle, and the most allowed.
+    #[allow(clippy::cast_precision_loss)]
+    fn usage(&self) -> (f64, f64, f64) {
+        match self {
+            Self::Sqlx(pool) => (
+                f64::from(pool.size()),
+                pool.num_idle() as f64,
+                f64::from(pool.options().get_max_connections()),
+            ),
+            Self::Read(pool) => {
+                let (size, idle, max) = pool.usage();
+                (size as f64, idle as f64, max as f64)
+            }
+        }
+    }
+}
+
 /// `GET /metrics`, sampling each named pool's usage at scrape time.
-pub fn router<S: Clone + Send + Sync + 'static>(pools: Vec<(&'static str, PgPool)>) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(
+    pools: Vec<(&'static str, MeteredPool)>,
+) -> Router<S> {
     install();
     Router::new().route(
         "/metrics",
         get(move || {
             for (name, pool) in &pools {
                 let name = *name;
-                metrics::gauge!("db_pool_connections", "pool" => name).set(f64::from(pool.size()));
-                metrics::gauge!("db_pool_idle_connections", "pool" => name)
-                    .set(pool.num_idle() as f64);
-                metrics::gauge!("db_pool_max_connections", "pool" => name)
-                    .set(f64::from(pool.options().get_max_connections()));
+                let (size, idle, max) = pool.usage();
+                metrics::gauge!("db_pool_connections", "pool" => name).set(size);
+                metrics::gauge!("db_pool_idle_connections", "pool" => name).set(idle);
+                metrics::gauge!("db_pool_max_connections", "pool" => name).set(max);
             }
             let body = render();
             async move {

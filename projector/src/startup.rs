@@ -78,7 +78,7 @@ impl Application {
         let redis = RedisHandle::new(&settings.redis)?;
         let health = health(db.clone(), store.clone());
         let router = with_common_layers(
-            metrics::router(vec![("tasklog-projector", db.clone())]).merge(health.router()),
+            metrics::router(vec![("tasklog-projector", db.clone().into())]).merge(health.router()),
         );
         tracing::info!(port = listener.port(), "tasklog-projector ready");
         Ok(Self {
