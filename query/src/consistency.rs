@@ -18,7 +18,7 @@ use tasklog_platform::ApiError;
 use tasklog_platform::auth::AuthUser;
 use uuid::Uuid;
 
-use sqlx::PgPool;
+use tasklog_platform::read_pool::ReadPool;
 
 use crate::projection::{ProjectionWatch, Route};
 use crate::state::AppState;
@@ -65,7 +65,7 @@ pub struct Reader {
 impl Reader {
     /// The read model to read: a replica in the rotation (or the primary),
     /// or the one source known to have this request's position.
-    pub fn db(&self, app: &AppState) -> PgPool {
+    pub fn db(&self, app: &AppState) -> ReadPool {
         match &self.route {
             Route::Published => app.projection.read_pool(),
             Route::Direct(pool) => pool.clone(),

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tasklog_platform::read_pool::ReadPool;
 use tasklog_readmodel::checkpoint::projection_position;
 use tasklog_readmodel::listener::{self, Notices};
 use tasklog_readmodel::notice::{CHANNEL, Notice, Touched};
@@ -41,7 +42,7 @@ pub enum Route {
     Published,
     /// This pool has the position the request needs, the rotation as a
     /// whole not yet: read there, and leave the cache alone.
-    Direct(PgPool),
+    Direct(ReadPool),
 }
 
 /// The projection's position as this process last heard it: never ahead of
@@ -49,8 +50,12 @@ pub enum Route {
 #[derive(Clone)]
 pub struct ProjectionWatch {
     sender: Arc<watch::Sender<u64>>,
-    /// The read model's primary.
+    /// The read model's primary: where the listener connects.
     db: PgPool,
+    /// The read model's primary: requests' reads, and the checkpoint's (a
+    /// read cut short closes its connection instead of leaving it to sqlx's
+    /// release ping, which hangs on a connection gone silent).
+    reads: ReadPool,
     pages: Arc<PageCache>,
     replicas: Arc<Replicas>,
     /// The highest position the primary announced (notice or checkpoint read).
@@ -68,6 +73,7 @@ impl ProjectionWatch {
     /// when `stop` is cancelled.
     pub fn start(
         db: PgPool,
+        reads: ReadPool,
         pages: Arc<PageCache>,
         replicas: Arc<Replicas>,
         stop: CancellationToken,
@@ -77,6 +83,7 @@ impl ProjectionWatch {
         let this = Self {
             sender: Arc::new(sender),
             db,
+            reads,
             pages,
             replicas,
             heard: Arc::default(),
@@ -96,10 +103,10 @@ impl ProjectionWatch {
 
     /// The pool a `Route::Published` read uses: the next replica in the
     /// rotation, the primary when none is.
-    pub fn read_pool(&self) -> PgPool {
+    pub fn read_pool(&self) -> ReadPool {
         self.replicas
             .pick()
-            .map_or_else(|| self.db.clone(), |r| r.pool.clone())
+            .map_or_else(|| self.reads.clone(), |r| r.pool.clone())
     }
 
     pub fn replicas(&self) -> &Replicas {
@@ -155,12 +162,18 @@ impl ProjectionWatch {
         self.replicas.announce();
     }
 
+    async fn read_checkpoint(&self) -> Result<u64, sqlx::Error> {
+        let mut conn = self.reads.get().await?;
+        let position = projection_position(&mut *conn).await;
+        conn.settle(position)
+    }
+
     /// Reads the primary's checkpoint row: at start, after a reconnect
     /// (notifications may have been missed) and after an unreadable notice.
     /// Whose rows changed up to there is unknown: every page
     /// goes once the read sources have replayed it.
     async fn resync(&self) -> Option<u64> {
-        match projection_position(&self.db).await {
+        match self.read_checkpoint().await {
             Ok(position) => {
                 self.heard(Notice {
                     commit: position,
@@ -180,7 +193,7 @@ impl ProjectionWatch {
     /// missed, so whose rows changed is unknown), and, with replicas, only
     /// once they have replayed it.
     async fn catch_up(&self) -> Option<u64> {
-        let position = match projection_position(&self.db).await {
+        let position = match self.read_checkpoint().await {
             Ok(position) => position,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the projection checkpoint");
@@ -223,7 +236,7 @@ impl ProjectionWatch {
         // the primary's row before giving up (only on this slow path).
         match self.catch_up().await {
             _ if self.current() >= min => Ok(Route::Published),
-            Some(primary) if primary >= min => Ok(Route::Direct(self.db.clone())),
+            Some(primary) if primary >= min => Ok(Route::Direct(self.reads.clone())),
             _ => Err(self.current()),
         }
     }

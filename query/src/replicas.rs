@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
+use tasklog_platform::read_pool::ReadPool;
 use tokio::sync::Notify;
 
 use tasklog_readmodel::checkpoint::projection_position;
@@ -34,7 +34,7 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Replica {
     /// `host:port`, for logs, metrics and readiness.
     pub name: String,
-    pub pool: PgPool,
+    pub pool: ReadPool,
     /// The checkpoint it has replayed (commit position).
     position: AtomicU64,
     up: AtomicBool,
@@ -96,7 +96,7 @@ impl Replicas {
                 url: url.clone(),
                 ..template.clone()
             };
-            let pool = tasklog_platform::database::pool(&settings, "tasklog-query")?;
+            let pool = ReadPool::new(&settings, "tasklog-query")?;
             list.push(Arc::new(Replica {
                 name,
                 pool,
@@ -189,8 +189,7 @@ impl Replicas {
         };
         while !stop.is_cancelled() {
             let announced = heard();
-            let answer =
-                tokio::time::timeout(POLL_TIMEOUT, projection_position(&replica.pool)).await;
+            let answer = tokio::time::timeout(POLL_TIMEOUT, Self::poll(&replica.pool)).await;
             state.position = match answer {
                 Ok(Ok(position)) => Some(position),
                 Ok(Err(e)) => {
@@ -208,6 +207,13 @@ impl Replicas {
                 () = self.announced.notified(), if !behind => {}
             }
         }
+    }
+
+    /// One read of the replica's checkpoint row.
+    async fn poll(pool: &ReadPool) -> Result<u64, sqlx::Error> {
+        let mut conn = pool.get().await?;
+        let position = projection_position(&mut *conn).await;
+        conn.settle(position)
     }
 
     fn decide(&self, replica: &Replica, state: &mut Poll, announced: u64, published: u64) {

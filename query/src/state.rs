@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_platform::auth::TokenVerifier;
+use tasklog_platform::read_pool::ReadPool;
 use tasklog_platform::redis::RedisHandle;
 use tasklog_platform::state::{HoldsVerifier, Shared};
 
@@ -23,7 +24,12 @@ use crate::projection::ProjectionWatch;
 pub type AppState = Shared<Services>;
 
 pub struct Services {
+    /// The read model's primary for what is not a request's read: LISTEN's
+    /// catch-up, checkpoints, readiness; and, on a one-server install, the log.
     pub db: PgPool,
+    /// The read model's primary for requests' reads (`read_pool`: no round
+    /// trip when a connection goes back).
+    pub reads: ReadPool,
     pub store: Arc<dyn EventStore>,
     pub redis: RedisHandle,
     pub verifier: Arc<TokenVerifier>,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tasklog_platform::read_pool::ReadPool;
 use tasklog_readmodel::changes::CHANNEL;
 use tasklog_readmodel::listener::{self, Notices};
 use tasklog_readmodel::notice::{Notice, Touched};
@@ -22,7 +23,12 @@ use uuid::Uuid;
 use crate::read_model::changes_position;
 
 struct Inner {
+    /// Where the listener connects.
     db: PgPool,
+    /// Where the checkpoint is read: a read cut short (the listener's
+    /// catch-up is bounded) closes its connection instead of leaving it to
+    /// sqlx's release ping, which hangs on a connection gone silent.
+    reads: ReadPool,
     /// The feed's commit position as last heard: never ahead of the table.
     position: watch::Sender<i64>,
     /// Bumped when anyone's changes may have arrived (a `*` notice, a reconnect).
@@ -75,10 +81,11 @@ impl Drop for Wakeup {
 
 impl ChangeHub {
     /// Starts the listening task; it stops when `stop` is cancelled.
-    pub fn start(db: PgPool, stop: CancellationToken) -> Self {
+    pub fn start(db: PgPool, reads: ReadPool, stop: CancellationToken) -> Self {
         let this = Self {
             inner: Arc::new(Inner {
                 db,
+                reads,
                 position: watch::channel(0).0,
                 everyone: watch::channel(0).0,
                 owners: Mutex::new(HashMap::new()),
@@ -157,7 +164,7 @@ impl ChangeHub {
     }
 
     async fn resync(&self) -> Option<i64> {
-        match changes_position(&self.inner.db).await {
+        match self.read_position().await {
             Ok(position) => {
                 self.advance(position);
                 self.wake(&Touched::All);
@@ -168,6 +175,12 @@ impl ChangeHub {
                 None
             }
         }
+    }
+
+    async fn read_position(&self) -> Result<i64, sqlx::Error> {
+        let mut conn = self.inner.reads.get().await?;
+        let position = changes_position(&mut *conn).await;
+        conn.settle(position)
     }
 
     async fn listen(self, stop: CancellationToken) {

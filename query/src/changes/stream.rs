@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::response::sse::Event;
-use sqlx::PgPool;
+use tasklog_platform::read_pool::ReadPool;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ pub struct StreamSettings {
 
 /// Everything one stream needs.
 pub struct StreamTask {
-    pub db: PgPool,
+    pub db: ReadPool,
     pub hub: ChangeHub,
     pub owner: Uuid,
     pub after: After,
@@ -81,6 +81,13 @@ impl StreamTask {
         rx
     }
 
+    /// The next batch after `after`, on a connection held only for it.
+    async fn read(&self, after: After, filter: &ChangeFilter) -> Result<Vec<Change>, sqlx::Error> {
+        let mut conn = self.db.get().await?;
+        let changes = changes_after(&mut *conn, self.owner, after, filter, BATCH).await;
+        conn.settle(changes)
+    }
+
     async fn run(self, tx: mpsc::Sender<Result<Event, Infallible>>) {
         let mut wakeup = self.hub.subscribe(self.owner);
         let mut after = self.after;
@@ -88,7 +95,7 @@ impl StreamTask {
         renew.tick().await;
         let filter = ChangeFilter::default();
         loop {
-            let changes = match changes_after(&self.db, self.owner, after, &filter, BATCH).await {
+            let changes = match self.read(after, &filter).await {
                 Ok(changes) => changes,
                 Err(e) => {
                     tracing::warn!(error = %e, "an SSE stream cannot read changes; retrying");

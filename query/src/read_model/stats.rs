@@ -6,9 +6,9 @@
 //! Postgres would read `total: 0, overdue: 1`.
 
 use serde::Serialize;
-use sqlx::PgPool;
 use tasklog_events::Position;
 use tasklog_platform::ApiError;
+use tasklog_platform::read_pool::ReadPool;
 use tasklog_platform::redis::RedisHandle;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -109,15 +109,15 @@ fn from_redis(counts: &RedisCounts, overdue: i64) -> Stats {
 ///
 /// # Errors
 /// Only when Postgres fails: Redis failing is a fallback, not an error.
-pub async fn stats(db: &PgPool, redis: &RedisHandle, owner: Uuid) -> Result<Stats, ApiError> {
-    let mut conn = db.acquire().await.map_err(db_error)?;
+pub async fn stats(db: &ReadPool, redis: &RedisHandle, owner: Uuid) -> Result<Stats, ApiError> {
+    let mut conn = db.get().await.map_err(db_error)?;
     let (counts, overdue) = tokio::join!(
         read_redis_counts(redis, owner),
         sqlx::query_as::<_, Overdue>(OVERDUE)
             .bind(owner)
             .fetch_one(&mut *conn)
     );
-    let overdue = overdue.map_err(db_error)?;
+    let overdue = conn.settle(overdue).map_err(db_error)?;
     let pg_position = overdue.position();
     match counts {
         Ok(Some(counts)) if Some(counts.checkpoint) == pg_position => {
@@ -131,11 +131,11 @@ pub async fn stats(db: &PgPool, redis: &RedisHandle, owner: Uuid) -> Result<Stat
         Ok(None) => tracing::debug!("no redis counts yet; counting in postgres"),
         Err(e) => tracing::warn!(error = %e, "redis unavailable; counting in postgres"),
     }
-    let mut stats: Stats = sqlx::query_as(ALL_FROM_POSTGRES)
+    let all = sqlx::query_as(ALL_FROM_POSTGRES)
         .bind(owner)
         .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error)?;
+        .await;
+    let mut stats: Stats = conn.settle(all).map_err(db_error)?;
     stats.source = "postgres";
     Ok(stats)
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tasklog_events::domain::{TaskEvent, TaskState, evolve};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -66,19 +66,16 @@ fn deletions(
 /// # Errors
 /// When Postgres fails.
 #[tracing::instrument(skip_all, fields(limit = limit))]
-pub async fn trash<'c, E>(
-    db: E,
+pub async fn trash(
+    conn: &mut PgConnection,
     owner: Uuid,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
-) -> Result<TrashPage, sqlx::Error>
-where
-    E: PgExecutor<'c> + Copy,
-{
+) -> Result<TrashPage, sqlx::Error> {
     let shown = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut found: Vec<(Uuid, DateTime<Utc>)> = deletions(owner, after, i64::from(limit) + 1)
         .build_query_as()
-        .fetch_all(db)
+        .fetch_all(&mut *conn)
         .await?;
     let next = if found.len() > shown {
         found.truncate(shown);
@@ -94,7 +91,7 @@ where
     )
     .bind(&ids)
     .bind(owner)
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
     let mut folded = fold_each(rows);
     let tasks = found

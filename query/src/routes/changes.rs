@@ -65,17 +65,17 @@ pub(crate) async fn feed(
 ) -> Result<Response, ApiError> {
     let q = FeedQuery::parse(raw.as_deref())?;
     reach_min_position(&app, &headers, observed).await?;
-    let mut changes = changes_after(&app.db, user.id, q.after, &q.filter, q.limit)
-        .await
-        .map_err(db_error)?;
+    let mut conn = app.reads.get().await.map_err(db_error)?;
+    let first = changes_after(&mut *conn, user.id, q.after, &q.filter, q.limit).await;
+    let mut changes = conn.settle(first).map_err(db_error)?;
     if changes.len() == q.limit as usize {
         if let Some(last) = changes.last() {
-            let rest = rest_of_commit(&app.db, user.id, last.position, last.prepare, &q.filter)
-                .await
-                .map_err(db_error)?;
-            changes.extend(rest);
+            let rest =
+                rest_of_commit(&mut *conn, user.id, last.position, last.prepare, &q.filter).await;
+            changes.extend(conn.settle(rest).map_err(db_error)?);
         }
     }
+    drop(conn);
     let next_after = changes.last().map_or(q.after.commit, |c| c.position);
     Ok(Json(ChangePage {
         changes,
@@ -151,10 +151,14 @@ pub(crate) async fn stream(
     };
     let after = match resume {
         Some(after) => after,
-        None => crate::read_model::After {
-            commit: changes_position(&app.db).await.map_err(db_error)?,
-            prepare: None,
-        },
+        None => {
+            let mut conn = app.reads.get().await.map_err(db_error)?;
+            let commit = changes_position(&mut *conn).await;
+            crate::read_model::After {
+                commit: conn.settle(commit).map_err(db_error)?,
+                prepare: None,
+            }
+        }
     };
     let slot = app
         .streams
@@ -165,7 +169,7 @@ pub(crate) async fn stream(
             retry_after_secs: HEARTBEAT.as_secs(),
         })?;
     let events = StreamTask {
-        db: app.db.clone(),
+        db: app.reads.clone(),
         hub: app.changes.clone(),
         owner: user.id,
         after,

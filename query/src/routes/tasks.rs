@@ -113,9 +113,9 @@ pub(crate) async fn list(
                 .as_deref()
                 .map(|c| app.cursor_key.decode(reader.user, q.sort, c))
                 .transpose()?;
-            let page = read_model::list(&db, reader.user, &q, after.as_ref())
-                .await
-                .map_err(db_error)?;
+            let mut conn = db.get().await.map_err(db_error)?;
+            let page = read_model::list(&mut *conn, reader.user, &q, after.as_ref()).await;
+            let page = conn.settle(page).map_err(db_error)?;
             TaskPage::Cursor(CursorPage {
                 tasks: page.tasks,
                 next_cursor: page
@@ -124,10 +124,9 @@ pub(crate) async fn list(
             })
         }
         Paging::Page(number) => {
-            let mut conn = db.acquire().await.map_err(db_error)?;
-            let (tasks, total) = read_model::numbered(&mut conn, reader.user, &q, *number)
-                .await
-                .map_err(db_error)?;
+            let mut conn = db.get().await.map_err(db_error)?;
+            let page = read_model::numbered(&mut conn, reader.user, &q, *number).await;
+            let (tasks, total) = conn.settle(page).map_err(db_error)?;
             TaskPage::Numbered(NumberedPage {
                 tasks,
                 pagination: Pagination {
@@ -196,9 +195,11 @@ pub(crate) async fn show(
 ) -> Result<Response, ApiError> {
     let as_of = QueryParams::parse(raw.as_deref(), &["as_of"])?.time("as_of")?;
     let task = match as_of {
-        None => read_model::get(&reader.db(&app), reader.user, id)
-            .await
-            .map_err(db_error)?,
+        None => {
+            let mut conn = reader.db(&app).get().await.map_err(db_error)?;
+            let task = read_model::get(&mut *conn, reader.user, id).await;
+            conn.settle(task).map_err(db_error)?
+        }
         Some(at) => timeline::as_of(app.store.as_ref(), reader.user, id, at).await?,
     }
     .ok_or(ApiError::NotFound)?;

@@ -55,9 +55,10 @@ pub(crate) async fn list(
         .map(|c| app.cursor_key.decode_trash(user.id, c))
         .transpose()?;
     reach_min_position(&app, &headers, observed).await?;
-    let page = trash(&app.db, user.id, after, limit)
-        .await
-        .map_err(db_error)?;
+    let mut conn = app.reads.get().await.map_err(db_error)?;
+    let page = trash(&mut conn, user.id, after, limit).await;
+    let page = conn.settle(page).map_err(db_error)?;
+    drop(conn);
     Ok(Json(TrashPage {
         tasks: page.tasks,
         next_cursor: page

@@ -13,6 +13,7 @@ mod helpers;
 mod listing;
 mod outage;
 mod read_only;
+mod read_pool;
 mod service;
 mod stats;
 mod stream;
