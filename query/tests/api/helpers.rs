@@ -51,6 +51,9 @@ pub struct TestApp {
     _server: JoinHandle<std::io::Result<()>>,
     /// Between the service and Postgres, when spawned behind one.
     pub proxy: Option<TcpProxy>,
+    /// `READ_REPLICA_URLS`' one entry, when spawned with one: the same
+    /// database behind a proxy of its own, so a test can cut it alone.
+    pub replica: Option<TcpProxy>,
     /// The read-only role the service connects as, when spawned as one.
     /// Declared after `db`: the database goes first, then the role.
     pub role: Option<DbRoles>,
@@ -75,24 +78,29 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra environment variables (e.g. a short wait, an unreachable Redis).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, false, false, true).await
+    spawn(env, false, false, true, false).await
 }
 
 /// With the service's Postgres behind a proxy the test can cut (`app.proxy`).
 pub async fn spawn_app_behind_proxy(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, true, false, true).await
+    spawn(env, true, false, true, false).await
+}
+
+/// With one "replica": the primary itself, through a proxy (`replica`).
+pub async fn spawn_app_with_replica() -> TestApp {
+    spawn(&[], false, false, true, true).await
 }
 
 /// Connecting as the read-only role of `deploy/postgres/roles.sql`, made
 /// (as an operator would) before the schemas are migrated by the owner.
 pub async fn spawn_app_as_query_role() -> TestApp {
-    spawn(&[], false, true, true).await
+    spawn(&[], false, true, true, false).await
 }
 
 /// As the read-only role, on a database whose log nobody has made yet (the
 /// command service has not run): only the read model is migrated.
 pub async fn spawn_app_as_query_role_before_the_log() -> TestApp {
-    spawn(&[], false, true, false).await
+    spawn(&[], false, true, false, false).await
 }
 
 async fn spawn(
@@ -100,6 +108,7 @@ async fn spawn(
     behind_proxy: bool,
     read_only: bool,
     migrate_log: bool,
+    with_replica: bool,
 ) -> TestApp {
     logs_when_asked();
     let db = Arc::new(TestDb::new().await.expect("test database"));
@@ -114,10 +123,24 @@ async fn spawn(
         None
     };
     let database_url = match (&proxy, &role) {
-        (Some(p), _) => options.port(p.port()).to_url_lossy().to_string(),
+        (Some(p), _) => options.clone().port(p.port()).to_url_lossy().to_string(),
         (None, Some(role)) => role.query_url.clone(),
         (None, None) => db.url().to_owned(),
     };
+    let replica = if with_replica {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        Some(TcpProxy::start(target, true).await.expect("proxy"))
+    } else {
+        None
+    };
+    let replica_url = replica.as_ref().map(|r| {
+        options
+            .clone()
+            .host("127.0.0.1")
+            .port(r.port())
+            .to_url_lossy()
+            .to_string()
+    });
     let mut pairs = vec![
         ("DATABASE_URL", database_url.as_str()),
         ("BIND_ADDR", "127.0.0.1:0"),
@@ -129,6 +152,9 @@ async fn spawn(
         // The development secret needs development said explicitly.
         ("TASKLOG_ENV", "development"),
     ];
+    if let Some(url) = &replica_url {
+        pairs.push(("READ_REPLICA_URLS", url.as_str()));
+    }
     pairs.extend(env.iter().copied());
     let env = Env::from_pairs(pairs);
     let settings = Settings::from_env(&env).expect("test settings");
@@ -168,6 +194,7 @@ async fn spawn(
         shutdown,
         _server: server,
         proxy,
+        replica,
         role,
     }
 }

@@ -14,6 +14,7 @@ mod listing;
 mod outage;
 mod read_only;
 mod read_pool;
+mod replica;
 mod service;
 mod stats;
 mod stream;
