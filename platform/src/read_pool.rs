@@ -25,6 +25,11 @@ use sqlx::{Connection, PgConnection};
 use crate::config::{ConfigError, DatabaseSettings};
 use crate::database::PING_WHEN_IDLE_FOR;
 
+/// Unused this long, an idle connection is closed, as sqlx's pool does
+/// (`database::pool`'s `idle_timeout`): a burst's connections do not stay
+/// open on the server for good.
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(300);
+
 /// Whether `e` means the connection itself can no longer be trusted (as
 /// opposed to a statement that failed on a healthy connection): I/O, TLS,
 /// protocol, a crashed worker, or the server's connection exceptions (08)
@@ -126,7 +131,31 @@ impl ReadPool {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| ConfigError::new("DATABASE_MAX_CONNECTIONS", e.to_string()))?;
+        // Outside a runtime (no service builds one there) idle connections
+        // are simply kept. The sweep ends with the pool.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = pool.weak();
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(CLOSE_IDLE_AFTER / 5);
+                loop {
+                    every.tick().await;
+                    let Some(pool) = weak.upgrade() else {
+                        return;
+                    };
+                    Self { pool }.close_idle(CLOSE_IDLE_AFTER);
+                }
+            });
+        }
         Ok(Self { pool })
+    }
+
+    /// Closes the idle connections unused for `unused_for` (the pool's own
+    /// sweep does this every minute with five minutes); returns how many.
+    pub fn close_idle(&self, unused_for: Duration) -> usize {
+        self.pool
+            .retain(|_, metrics| metrics.last_used() < unused_for)
+            .removed
+            .len()
     }
 
     /// A connection, made or checked as needed. Errors are sqlx's, so

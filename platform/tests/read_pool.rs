@@ -197,3 +197,20 @@ async fn an_unreachable_server_fails_reads_until_it_is_back() {
     proxy.up();
     read_pid(&pool).await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    let db = TestDb::new().await.unwrap();
+    let pool = ReadPool::new(&settings(db.url(), 2), "read-pool-test").unwrap();
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    drop((a, b));
+    assert_eq!(pool.size(), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut busy = pool.get().await.unwrap();
+
+    assert_eq!(pool.close_idle(Duration::from_millis(100)), 1);
+    assert_eq!(pool.size(), 1);
+    backend_pid(&mut busy).await.unwrap();
+    drop(busy);
+    assert_eq!(pool.close_idle(Duration::from_millis(100)), 0, "just used");
+}
