@@ -80,8 +80,9 @@ machine() {
 }
 
 # The machine's busy CPU time so far, in clock ticks (/proc/stat's first line:
-# everything but idle and iowait; guest time is already inside user).
-busy_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# user, nice, system, irq, softirq; not idle, iowait or steal, the time the
+# hypervisor gave to others; guest time is already inside user).
+busy_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
 
 # pgbench's tps, mean latency and the machine's CPU per transaction as one JSON line.
 run_pgbench() { # figure, clients, script, extra pgbench args...
