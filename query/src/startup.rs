@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::middleware;
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use tasklog_events::EventStore;
 use tasklog_events::sealing::{self, KeyEncryptionKey};
 use tasklog_events::store::open_existing;
@@ -100,7 +99,8 @@ impl Application {
             changes,
             streams: streams.clone(),
         });
-        let health = health(db.clone(), store).report("replicas", move || replicas.report());
+        let health =
+            health(reads_metered.clone(), store).report("replicas", move || replicas.report());
         let routes = routes::router().with_state(state).merge(health.router());
         let router = ProductionLayers::new(&settings.http)
             .rate_limits(Some(redis), Some(verifier))
@@ -180,17 +180,22 @@ impl ConnectionBudget {
 }
 
 /// Redis is left out on purpose: without it stats are counted in Postgres,
-/// so it being down does not make this service unable to answer.
-fn health(db: PgPool, store: Arc<dyn EventStore>) -> Health {
+/// so it being down does not make this service unable to answer. The
+/// read model is checked through the read pool the requests use: a check
+/// cut short by its timeout closes its connection there, where on sqlx's
+/// small pool it would be left to the release ping, which can hang on a
+/// connection gone silent and hold one of its few slots.
+fn health(reads: ReadPool, store: Arc<dyn EventStore>) -> Health {
     Health::new()
         .check("postgres", move || {
-            let db = db.clone();
+            let reads = reads.clone();
             async move {
-                let exists: bool =
+                let mut conn = reads.get().await.map_err(|e| e.to_string())?;
+                let exists =
                     sqlx::query_scalar("SELECT to_regclass('readmodel.tasks') IS NOT NULL")
-                        .fetch_one(&db)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .fetch_one(&mut *conn)
+                        .await;
+                let exists: bool = conn.settle(exists).map_err(|e| e.to_string())?;
                 if exists {
                     Ok(())
                 } else {
