@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contract::{event, stream, wins_and_conflicts};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Row};
 use tasklog_events::store::postgres::{GroupCommitSettings, PgEventStore};
 use tasklog_events::{EventStore, ExpectedVersion, NewEvent, StoreError};
@@ -32,14 +32,9 @@ async fn proxied(settings: GroupCommitSettings, acquire_timeout: Duration) -> Pr
         .migrate()
         .await
         .expect("migrate the event log");
-    let direct: PgConnectOptions = db.url().parse().unwrap();
-    let target = format!("{}:{}", direct.get_host(), direct.get_port());
-    let proxy = TcpProxy::start(target, true).await.unwrap();
+    let (proxy, through) = db.behind_proxy(true).await.unwrap();
     // Plain text: the proxy reads the protocol's frames.
-    let options = direct
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .ssl_mode(PgSslMode::Disable);
+    let options = through.ssl_mode(PgSslMode::Disable);
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(settings.workers).unwrap())
         .acquire_timeout(acquire_timeout)

@@ -95,6 +95,19 @@ impl TestDb {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A [`TcpProxy`] in front of this database's server (relaying when `up`),
+    /// and the options that connect to this database through it.
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub async fn behind_proxy(&self, up: bool) -> std::io::Result<(TcpProxy, PgConnectOptions)> {
+        let direct = self.admin.clone().database(&self.name);
+        let target = format!("{}:{}", direct.get_host(), direct.get_port());
+        let proxy = TcpProxy::start(target, up).await?;
+        let through = direct.host("127.0.0.1").port(proxy.port());
+        Ok((proxy, through))
+    }
 }
 
 impl Drop for TestDb {

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tasklog_platform::config::DatabaseSettings;
 use tasklog_platform::read_pool::{ReadPool, is_connection_error};
-use tasklog_platform::testing::{TcpProxy, TestDb};
+use tasklog_platform::testing::TestDb;
 
 fn settings(url: &str, max_connections: u32) -> DatabaseSettings {
     DatabaseSettings {
@@ -175,14 +174,8 @@ async fn an_exhausted_pool_times_out_at_the_acquire_timeout() {
 #[tokio::test]
 async fn an_unreachable_server_fails_reads_until_it_is_back() {
     let db = TestDb::new().await.unwrap();
-    let server: PgConnectOptions = db.url().parse().unwrap();
-    let target = format!("{}:{}", server.get_host(), server.get_port());
-    let proxy = TcpProxy::start(target, false).await.unwrap();
-    let url = server
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .to_url_lossy()
-        .to_string();
+    let (proxy, through) = db.behind_proxy(false).await.unwrap();
+    let url = through.to_url_lossy().to_string();
     // Built while the server cannot be reached: nothing connects yet.
     let pool = ReadPool::new(&settings(&url, 2), "read-pool-test").unwrap();
 

@@ -151,8 +151,7 @@ async fn relay<N: Notices>(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use sqlx::postgres::PgConnectOptions;
-    use tasklog_platform::testing::{TcpProxy, TestDb};
+    use tasklog_platform::testing::TestDb;
     use tokio::sync::watch;
 
     use super::*;
@@ -201,10 +200,8 @@ mod tests {
     #[tokio::test]
     async fn a_silent_connection_is_replaced_and_the_caller_told_to_catch_up() {
         let db = TestDb::new().await.unwrap();
-        let options: PgConnectOptions = db.url().parse().unwrap();
-        let target = format!("{}:{}", options.get_host(), options.get_port());
-        let proxy = TcpProxy::start(target, true).await.unwrap();
-        let through: PgPool = PgPool::connect_lazy_with(options.port(proxy.port()));
+        let (proxy, through) = db.behind_proxy(true).await.unwrap();
+        let through: PgPool = PgPool::connect_lazy_with(through);
         let heard = Arc::new(Heard {
             connections: watch::channel(0).0,
             payloads: Mutex::default(),

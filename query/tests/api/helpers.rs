@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use sqlx::ConnectOptions;
-use sqlx::postgres::PgConnectOptions;
 use tasklog_events::domain::{
     CreateTask, Priority, Status, Tags, TaskCommand, TaskDescription, TaskId, TaskPatch, TaskTitle,
     UserId, decide,
@@ -115,32 +114,24 @@ async fn spawn(
     let role = read_only.then(|| DbRoles::create(&db));
     let prefix = redis_prefix();
     let redis_url = redis_url();
-    let options: PgConnectOptions = db.url().parse().expect("test database url");
-    let proxy = if behind_proxy {
-        let target = format!("{}:{}", options.get_host(), options.get_port());
-        Some(TcpProxy::start(target, true).await.expect("proxy"))
-    } else {
-        None
+    // A proxy in front of the test database, and the URL through it.
+    let proxied = |wanted: bool| {
+        let db = db.clone();
+        async move {
+            if !wanted {
+                return (None, None);
+            }
+            let (proxy, through) = db.behind_proxy(true).await.expect("proxy");
+            (Some(proxy), Some(through.to_url_lossy().to_string()))
+        }
     };
-    let database_url = match (&proxy, &role) {
-        (Some(p), _) => options.clone().port(p.port()).to_url_lossy().to_string(),
+    let (proxy, proxied_url) = proxied(behind_proxy).await;
+    let database_url = match (proxied_url, &role) {
+        (Some(url), _) => url,
         (None, Some(role)) => role.query_url.clone(),
         (None, None) => db.url().to_owned(),
     };
-    let replica = if with_replica {
-        let target = format!("{}:{}", options.get_host(), options.get_port());
-        Some(TcpProxy::start(target, true).await.expect("proxy"))
-    } else {
-        None
-    };
-    let replica_url = replica.as_ref().map(|r| {
-        options
-            .clone()
-            .host("127.0.0.1")
-            .port(r.port())
-            .to_url_lossy()
-            .to_string()
-    });
+    let (replica, replica_url) = proxied(with_replica).await;
     let mut pairs = vec![
         ("DATABASE_URL", database_url.as_str()),
         ("BIND_ADDR", "127.0.0.1:0"),
